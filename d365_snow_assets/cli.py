@@ -1,0 +1,15 @@
+"""The ``d365-snow`` command line (DESIGN.md §4).
+
+Each command group lives in ``commands/``; this module only assembles them so ``d365-snow --help`` lists
+everything in one place.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from .commands import sandbox
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+                  help="Keep Dynamics 365 F&O and ServiceNow Source-to-Pay / AP Operations in sync.")
+app.add_typer(sandbox.app, name="sandbox")

@@ -1,0 +1,130 @@
+"""Fault injection shared by the three fake services.
+
+A :class:`FaultProfile` is set per service (``entra``, ``d365``, ``snow``) at run time through
+``POST /admin/faults`` or :meth:`SandboxServer.set_faults`. The middleware applies it to every request except the
+admin routes and, unless ``include_auth`` is set, the token endpoints (a fault there would be cached by msal for
+``Retry-After`` seconds, which is msal's documented behaviour but rarely what a test means).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+AUTH_PATH_MARKERS = ("/oauth2/", "/oauth_token.do", "/.well-known/")
+
+
+class FaultProfile(BaseModel):
+    """How badly a service behaves. Shares are probabilities per request, drawn from a seeded RNG."""
+
+    latency_ms: float = Field(default=0.0, ge=0)
+    share_429: float = Field(default=0.0, ge=0, le=1)
+    retry_after_s: int = Field(default=1, ge=0)
+    share_5xx: float = Field(default=0.0, ge=0, le=1)
+    share_reset: float = Field(default=0.0, ge=0, le=1)
+    token_lifetime_s: int | None = Field(default=None, ge=1)
+    include_auth: bool = False
+    seed: int = 0
+
+
+@dataclass
+class FaultCounters:
+    requests: int = 0
+    throttled: int = 0
+    server_errors: int = 0
+    resets: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"requests": self.requests, "throttled": self.throttled,
+                "server_errors": self.server_errors, "resets": self.resets}
+
+
+ErrorResponder = Callable[[int, int], tuple[bytes, list[tuple[bytes, bytes]]]]
+"""(status, retry_after_s) -> (JSON body, extra headers): each service's own error shape."""
+
+
+@dataclass
+class FaultInjector:
+    """The live fault state of one service."""
+
+    service: str
+    profile: FaultProfile = field(default_factory=FaultProfile)
+    counters: FaultCounters = field(default_factory=FaultCounters)
+    _rng: random.Random = field(default_factory=random.Random)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set(self, profile: FaultProfile) -> None:
+        with self._lock:
+            self.profile = profile
+            self._rng = random.Random(f"{self.service}:{profile.seed}")
+            self.counters = FaultCounters()
+
+    def draw(self, path: str) -> str | None:
+        """Decide this request's fate: ``None``, ``"429"``, ``"5xx"`` or ``"reset"``."""
+        with self._lock:
+            self.counters.requests += 1
+            p = self.profile
+            if not p.include_auth and any(m in path for m in AUTH_PATH_MARKERS):
+                return None
+            roll = self._rng.random()
+            if roll < p.share_reset:
+                self.counters.resets += 1
+                return "reset"
+            roll -= p.share_reset
+            if roll < p.share_429:
+                self.counters.throttled += 1
+                return "429"
+            roll -= p.share_429
+            if roll < p.share_5xx:
+                self.counters.server_errors += 1
+                return "5xx"
+            return None
+
+
+class ConnectionResetFault(Exception):  # noqa: N818 - named for what the client sees
+    """Raised inside the ASGI app before any byte is sent: uvicorn then drops the connection, and the client
+    sees the server disconnect without a response, as on a reset by a load balancer."""
+
+
+class FaultMiddleware:
+    """Pure ASGI middleware applying a service's :class:`FaultInjector`."""
+
+    def __init__(self, app: ASGIApp, injector: FaultInjector, responder: ErrorResponder) -> None:
+        self.app = app
+        self.injector = injector
+        self.responder = responder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/admin/"):
+            await self.app(scope, receive, send)
+            return
+        profile = self.injector.profile
+        if profile.latency_ms:
+            await asyncio.sleep(profile.latency_ms / 1000)
+        fate = self.injector.draw(scope["path"])
+        if fate == "reset":
+            raise ConnectionResetFault(scope["path"])
+        if fate is None:
+            await self.app(scope, receive, send)
+            return
+        status = 429 if fate == "429" else self.injector._rng.choice((500, 502, 503))
+        body, headers = self.responder(status, profile.retry_after_s)
+        await _drain(receive)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Read the request body so the connection stays usable for keep-alive."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
