@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -87,9 +89,26 @@ class FaultInjector:
             return None
 
 
-class ConnectionResetFault(Exception):  # noqa: N818 - named for what the client sees
-    """Raised inside the ASGI app before any byte is sent: uvicorn then drops the connection, and the client
-    sees the server disconnect without a response, as on a reset by a load balancer."""
+class ConnectionResetFault(Exception):
+    """Fallback when the server's transport is out of reach: raised after the response head, so the client sees
+    the connection close mid-response."""
+
+
+def _abort_connection(send: Send) -> bool:
+    """Reset the TCP connection under this request (RST, no response), as a load balancer or a dying node does.
+
+    ASGI offers no way to do this, so it reaches uvicorn's per-request cycle (the owner of ``send``) for its
+    transport; it returns False when that is not possible and the caller falls back.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0 turns the close into a RST instead of an orderly FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    return True
 
 
 class FaultMiddleware:
@@ -109,6 +128,13 @@ class FaultMiddleware:
             await asyncio.sleep(profile.latency_ms / 1000)
         fate = self.injector.draw(scope["path"])
         if fate == "reset":
+            if _abort_connection(send):
+                # Let the loop deliver connection_lost first, so uvicorn sees a client gone, not an app bug.
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                return
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"100000")]})
             raise ConnectionResetFault(scope["path"])
         if fate is None:
             await self.app(scope, receive, send)
