@@ -116,7 +116,8 @@ class SandboxServer:
             self._ports[service] = sock.getsockname()[1]
             config = uvicorn.Config(_service_app(self.world, service), ssl_certfile=str(self.tls.cert_chain_pem),
                                     ssl_keyfile=str(self.tls.key_pem), log_level="warning", lifespan="off",
-                                    access_log=False, timeout_keep_alive=30)
+                                    access_log=False, timeout_keep_alive=30,
+                                    timeout_graceful_shutdown=2)
             self._servers[service] = uvicorn.Server(config)
         # One thread and event loop per service, so a service busy encoding a large page never stalls another.
         for name in SERVICES:

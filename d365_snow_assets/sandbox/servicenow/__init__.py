@@ -1,0 +1,10 @@
+"""The fake ServiceNow instance of the sandbox (Table API, Import Set API, OAuth, APO lifecycle, rate limits).
+
+Facts it imitates are in reference/servicenow.md; behaviour the reference does not pin down is marked "inference"
+where it is implemented.
+"""
+
+from .app import build_snow_app
+from .state import SnowState
+
+__all__ = ["SnowState", "build_snow_app"]
