@@ -1,0 +1,66 @@
+"""Diff of 1,000,000 order lines against pushed state on one core (DESIGN §10: ≤ 2 s). Prints; asserts nothing.
+
+Workload: pushed state holds 1M keys; the new staging frame has 1% changed rows, 1% new rows and 1% of the old
+keys gone, so the diff returns ~10k inserts, ~10k changes, ~10k deactivations and counts ~980k unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core for both engines: polars reads this at import time, DuckDB gets threads=1 below.
+os.environ.setdefault("POLARS_MAX_THREADS", "1")
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from d365_snow_assets.mapping.targets import ORDER_LINE
+from d365_snow_assets.warehouse import Warehouse, state
+from d365_snow_assets.warehouse import diff as diff_module
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+
+
+def staging(n: int, offset: int = 0, changed_every: int = 0) -> pl.DataFrame:
+    i = pl.int_range(offset, offset + n, eager=True)
+    price = (i % 997).cast(pl.String) + ".25"
+    if changed_every:
+        price = pl.when(i % changed_every == 0).then(pl.lit("1.00")).otherwise(price)
+        price = pl.select(price).to_series()
+    le = pl.when(i % 3 == 0).then(pl.lit("USMF")).otherwise(pl.lit("DEMF"))
+    return pl.DataFrame({"i": i}).select(
+        erp_source=pl.lit("D365FO"), legal_entity=le,
+        erp_po_number=pl.format("PO-{}", pl.col("i") // 10), erp_po_line_number=(pl.col("i") % 10).cast(pl.String),
+        item_number=pl.format("ITEM-{}", pl.col("i") % 5000), description=pl.format('Steel "{}" 10^3', pl.col("i")),
+        category=pl.lit("Structural Steel"), quantity=(pl.col("i") % 50).cast(pl.String), unit=pl.lit("ea"),
+        unit_price=price, line_amount=pl.lit("100.00"), line_status=pl.lit("Backorder"),
+        gl_account=pl.lit("600100"), cost_center=pl.lit("007"), requested_delivery_date=pl.lit("2026-07-01"),
+        matching_policy=pl.lit("ThreeWayMatch"),
+    )
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        wh = Warehouse(Path(tmp) / "bench.duckdb", threads=1)
+        old = staging(N)
+        with wh.writer() as con:
+            first = diff_module.diff(con, ORDER_LINE, old, erp_source="D365FO", legal_entities=["usmf", "demf"])
+            state.record_push_results(con, ORDER_LINE.target_table,
+                                      first.inserts.with_columns(outcome=pl.lit("inserted")))
+        gone = N // 100
+        new = pl.concat([staging(N - gone, offset=gone, changed_every=100), staging(gone, offset=N)])
+        with wh.reader() as con:
+            con.execute("SET threads = 1")
+            start = time.perf_counter()
+            result = diff_module.diff(con, ORDER_LINE, new, erp_source="D365FO", legal_entities=["usmf", "demf"])
+            elapsed = time.perf_counter() - start
+        print(f"diff of {new.height:,} staging rows vs {N:,} pushed keys on 1 thread: {elapsed:.2f} s  "
+              f"{result.counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The DuckDB warehouse file and its single-writer discipline (DESIGN §7, dagster.md §4.1).
+
+DuckDB allows one read-write process per file, and while it is connected even read-only connects from other
+processes fail. So every access, read or write, takes a cross-process file lock (the pattern of Dagster's own ETL
+tutorial) and holds a short-lived connection only for the duration of the block; slow work such as HTTP paging
+never happens under the lock. A connect that still hits DuckDB's lock (a process outside this discipline, e.g. a
+DuckDB CLI) is retried with backoff until ``connect_timeout``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import filelock
+import polars as pl
+import pyarrow as pa
+
+from d365_snow_assets.mapping.spec import TargetMapping
+from d365_snow_assets.warehouse import audit, snapshots, state
+from d365_snow_assets.warehouse import diff as diff_module
+
+SCHEMA: tuple[str, ...] = (*snapshots.SCHEMA, *state.SCHEMA, *audit.SCHEMA)
+
+
+class WarehouseBusy(TimeoutError):
+    """Another process kept the warehouse locked for longer than the configured timeout."""
+
+
+class Warehouse:
+    """One DuckDB file holding snapshots, pushed state, cursors and the audit store."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        lock_timeout: float = 600.0,
+        connect_timeout: float = 120.0,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+        self.connect_timeout = connect_timeout
+        self.threads = threads
+        self._lock = filelock.FileLock(f"{self.path}.lock")
+        self._schema_ready = False
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where snapshot pages are spooled (outside DuckDB, so extraction needs no lock)."""
+        return Path(f"{self.path}.staging")
+
+    @contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside one transaction: committed when the block ends, rolled back on error.
+
+        Do not nest writer() / reader() blocks in one thread.
+        """
+        with self._locked(), self._connect(read_only=False) as con:
+            if not self._schema_ready:
+                for ddl in SCHEMA:
+                    con.execute(ddl).fetchall()
+                self._schema_ready = True
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+            con.execute("COMMIT").fetchall()
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection (the schema is created first if the file is new)."""
+        if not self.path.exists() or not self._schema_ready:
+            with self.writer():
+                pass
+        with self._locked(), self._connect(read_only=True) as con:
+            yield con
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=self.lock_timeout)
+        except filelock.Timeout:
+            raise WarehouseBusy(f"the warehouse {self.path} stayed locked by another process for "
+                                f"{self.lock_timeout:.0f} s; wait for the other run to finish") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def _connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        config = {"threads": self.threads} if self.threads else {}
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # Convenience: each call below is one lock + one transaction. To commit several steps together (push results
+    # with the cursor that covers them), call the module functions on one `with warehouse.writer() as con:`.
+
+    def write_snapshot(
+        self,
+        entity: str,
+        legal_entity: str,
+        pages: Iterable[snapshots.Page],
+        key_columns: Sequence[str],
+        extracted_at: datetime | None = None,
+    ) -> snapshots.SnapshotInfo:
+        """Stream pages into a new snapshot; it becomes current only once every page has arrived."""
+        return snapshots.write_snapshot(self.writer, self.staging_dir, entity, legal_entity, pages, key_columns,
+                                        extracted_at)
+
+    def read_snapshot(
+        self, entity: str, legal_entities: Sequence[str] | None = None, columns: Sequence[str] | None = None
+    ) -> pl.DataFrame:
+        """Current snapshot rows of ``entity`` as polars."""
+        with self.reader() as con:
+            return snapshots.read_snapshot(con, entity, legal_entities, columns)
+
+    def current_snapshot(self, entity: str, legal_entity: str) -> snapshots.SnapshotInfo | None:
+        """Metadata of the current snapshot of (entity, legal entity)."""
+        with self.reader() as con:
+            return snapshots.current_snapshot(con, entity, legal_entity)
+
+    def diff(
+        self,
+        mapping: TargetMapping,
+        staging: pl.DataFrame | pl.LazyFrame | pa.Table,
+        *,
+        erp_source: str,
+        legal_entities: Sequence[str] | None,
+    ) -> diff_module.DiffResult:
+        """Inserts, changes and deactivations of ``mapping``'s target against pushed state."""
+        with self.reader() as con:
+            return diff_module.diff(con, mapping, staging, erp_source=erp_source, legal_entities=legal_entities)
+
+    def record_push_results(self, target: str, results: pl.DataFrame) -> int:
+        """Advance pushed state for rows ServiceNow accepted (inserted/updated/ignored)."""
+        with self.writer() as con:
+            return state.record_push_results(con, target, results)
+
+    def get_cursor(self, name: str, default: Any = None) -> Any:
+        with self.reader() as con:
+            return state.get_cursor(con, name, default)
+
+    def set_cursor(self, name: str, value: Any) -> None:
+        with self.writer() as con:
+            state.set_cursor(con, name, value)
+
+    def write_audit(self, records: audit.AuditRecords) -> int:
+        with self.writer() as con:
+            return audit.write_audit(con, records)
+
+    def audit_for_run(self, run_id: str, asset_key: str | None = None) -> pl.DataFrame:
+        with self.reader() as con:
+            return audit.audit_for_run(con, run_id, asset_key)
+
+    def audit_for_key(self, business_key: str) -> pl.DataFrame:
+        with self.reader() as con:
+            return audit.audit_for_key(con, business_key)
+
+    def failed_records(
+        self, *, run_id: str | None = None, business_key: str | None = None, since: datetime | None = None
+    ) -> pl.DataFrame:
+        with self.reader() as con:
+            return audit.failed_records(con, run_id=run_id, business_key=business_key, since=since)
+
+    def outcome_counts(self, run_id: str, asset_key: str | None = None) -> dict[str, int]:
+        with self.reader() as con:
+            return audit.outcome_counts(con, run_id, asset_key)
+
+    def purge_audit(self, retention_days: int = audit.DEFAULT_RETENTION_DAYS) -> int:
+        with self.writer() as con:
+            return audit.purge_audit(con, retention_days)

@@ -1,0 +1,238 @@
+"""F&O snapshots: one table per entity, one current snapshot per (entity, legal entity) (DESIGN §7).
+
+Pages are spooled to Parquet files as they arrive (memory stays at one page, and no DuckDB lock is held while
+F&O is paged), then loaded in one writer transaction that inserts the new snapshot, computes row hashes,
+drops in-snapshot duplicates (skip-based paging can repeat a row when data moves between pages) and deletes the
+previous snapshot. A failed or partial extraction never reaches that transaction, so the current snapshot stays.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from d365_snow_assets.warehouse.sql import first, quote, row_hash
+
+# Snapshot tables exist only for these sources (identifier allow-list): the F&O entities of reference/d365.md §3
+# and the ServiceNow outbound invoice tables polled by the invoice flow.
+ENTITIES: frozenset[str] = frozenset({
+    "VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2", "MainAccounts", "FinancialDimensionValues",
+    "VendTransBiEntities", "VendSettlementBiEntities", "VendInvoiceJourBiEntities", "VendInvoiceTransBiEntities",
+    "VendorInvoiceHeaders", "VendorInvoiceLines", "LegalEntities", "VendorParameters",
+    "sn_spend_intg_outbound_invoice", "sn_spend_intg_outbound_invoice_line",
+})
+META_COLUMNS: tuple[str, ...] = ("snapshot_id", "legal_entity", "extracted_at", "row_hash")
+
+SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        entity VARCHAR NOT NULL, legal_entity VARCHAR NOT NULL, snapshot_id VARCHAR NOT NULL,
+        extracted_at TIMESTAMPTZ NOT NULL, committed_at TIMESTAMPTZ NOT NULL, row_count BIGINT NOT NULL,
+        duplicates BIGINT NOT NULL, key_columns VARCHAR[] NOT NULL, columns VARCHAR[] NOT NULL,
+        is_current BOOLEAN NOT NULL)""",
+)
+
+Page = pl.DataFrame | pa.Table | Sequence[dict]
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    entity: str
+    legal_entity: str
+    snapshot_id: str
+    extracted_at: datetime
+    rows: int
+    duplicates: int
+    key_columns: tuple[str, ...]
+    columns: tuple[str, ...]
+    previous_snapshot_id: str | None = None
+
+
+def table_name(entity: str) -> str:
+    """The quoted snapshot table of ``entity`` (only allow-listed entities have one)."""
+    if entity not in ENTITIES:
+        raise ValueError(f"no snapshot table for {entity!r}; known entities: {', '.join(sorted(ENTITIES))}")
+    return quote(f"snap_{entity}")
+
+
+def _to_arrow(page: Page) -> pa.Table:
+    if isinstance(page, pl.DataFrame):
+        table = page.to_arrow()
+    elif isinstance(page, pa.Table):
+        table = page
+    else:
+        table = pl.from_dicts(list(page), infer_schema_length=None).to_arrow() if page else pa.table({})
+    # OData annotations (@odata.etag, …) are transport metadata, not business data.
+    keep = [n for n in table.column_names if not n.startswith("@")]
+    table = table.select(keep)
+    # An all-null column has no type; text is the safe widening for whatever later pages bring.
+    fields = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
+    for name in table.column_names:
+        quote(name)
+    return table.cast(pa.schema(fields))
+
+
+def spool_pages(pages: Iterable[Page], directory: Path) -> tuple[list[Path], int]:
+    """Write each non-empty page to its own Parquet file; returns the files and the row count."""
+    directory.mkdir(parents=True, exist_ok=False)
+    files: list[Path] = []
+    rows = 0
+    for index, page in enumerate(pages):
+        table = _to_arrow(page)
+        if table.num_rows == 0:
+            continue
+        file = directory / f"page-{index:09d}.parquet"
+        pq.write_table(table, file, compression="zstd")
+        files.append(file)
+        rows += table.num_rows
+    return files, rows
+
+
+def write_snapshot(
+    writer: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+    staging_root: Path,
+    entity: str,
+    legal_entity: str,
+    pages: Iterable[Page],
+    key_columns: Sequence[str],
+    extracted_at: datetime | None = None,
+) -> SnapshotInfo:
+    """Stream ``pages`` into a new snapshot and make it current for (entity, legal entity) at commit.
+
+    ``writer`` is :meth:`Warehouse.writer`; it is entered only after the last page has arrived.
+    """
+    table = table_name(entity)
+    keys = tuple(key_columns)
+    legal_entity = legal_entity.lower()
+    extracted_at = extracted_at or datetime.now(UTC)
+    snapshot_id = f"{extracted_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+    directory = staging_root / snapshot_id
+    try:
+        files, _ = spool_pages(pages, directory)
+        with writer() as con:
+            return _commit(con, table, entity, legal_entity, snapshot_id, extracted_at, files, keys)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _source_columns(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[str, str]:
+    described = con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name = true)",
+                            [[str(f) for f in files]]).fetchall()
+    return {name: dtype for name, dtype, *_ in described}
+
+
+def _widen(current: str, incoming: str) -> str:
+    if current == incoming:
+        return current
+    integers = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+    numbers = integers | {"FLOAT", "DOUBLE"}
+    if current in integers and incoming in integers:
+        return "BIGINT"
+    if current in numbers and incoming in numbers:
+        return "DOUBLE"
+    return "VARCHAR"
+
+
+def _ensure_table(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str]) -> None:
+    meta = "snapshot_id VARCHAR, legal_entity VARCHAR, extracted_at TIMESTAMPTZ, row_hash VARCHAR"
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({meta})").fetchall()
+    existing = {name: dtype for name, dtype, *_ in con.execute(f"DESCRIBE {table}").fetchall()}
+    for name, dtype in columns.items():
+        if name in META_COLUMNS:
+            raise ValueError(f"F&O column {name!r} clashes with a snapshot metadata column")
+        if name not in existing:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(name)} {dtype}").fetchall()
+        elif (wider := _widen(existing[name], dtype)) != existing[name]:
+            # e.g. a decimal column whose first pages held whole numbers only.
+            con.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(name)} TYPE {wider}").fetchall()
+
+
+def _commit(
+    con: duckdb.DuckDBPyConnection, table: str, entity: str, legal_entity: str, snapshot_id: str,
+    extracted_at: datetime, files: list[Path], keys: tuple[str, ...],
+) -> SnapshotInfo:
+    columns = _source_columns(con, files) if files else dict.fromkeys(keys, "VARCHAR")
+    missing = [k for k in keys if k not in columns]
+    if missing and files:
+        raise ValueError(f"{entity}: key columns {missing} are not in the extracted pages")
+    _ensure_table(con, table, columns)
+    business = sorted(columns)
+    inserted = 0
+    total = 0
+    if files:
+        file_list = [str(f) for f in files]
+        total = first(con.execute("SELECT count(*) FROM read_parquet(?)", [file_list]).fetchall())[0]  # type: ignore[index]
+        dedupe = ""
+        if keys:
+            partition = ", ".join(quote(k) for k in keys)
+            # Last occurrence wins: later pages were read later.
+            dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {partition} "
+                      "ORDER BY filename DESC, file_row_number DESC) = 1")
+        select_cols = ", ".join(quote(c) for c in business)
+        con.execute(
+            f"""INSERT INTO {table} BY NAME
+                SELECT {select_cols}, ? AS snapshot_id, ? AS legal_entity, ? AS extracted_at,
+                       {row_hash(business)} AS row_hash
+                FROM read_parquet(?, union_by_name = true, filename = true, file_row_number = true)
+                {dedupe}""",
+            [snapshot_id, legal_entity, extracted_at, file_list],
+        ).fetchall()
+        inserted = first(con.execute(f"SELECT count(*) FROM {table} WHERE snapshot_id = ?",
+                               [snapshot_id]).fetchall())[0]  # type: ignore[index]
+    previous = first(con.execute(
+        "SELECT snapshot_id FROM snapshots WHERE entity = ? AND legal_entity = ? AND is_current",
+        [entity, legal_entity],
+    ).fetchall())
+    con.execute(f"DELETE FROM {table} WHERE legal_entity = ? AND snapshot_id <> ?",
+                [legal_entity, snapshot_id]).fetchall()
+    con.execute("UPDATE snapshots SET is_current = false WHERE entity = ? AND legal_entity = ?",
+                [entity, legal_entity]).fetchall()
+    con.execute(
+        "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, true)",
+        [entity, legal_entity, snapshot_id, extracted_at, datetime.now(UTC), inserted, total - inserted,
+         list(keys), business],
+    ).fetchall()
+    return SnapshotInfo(entity, legal_entity, snapshot_id, extracted_at, inserted, total - inserted, keys,
+                        tuple(business), previous[0] if previous else None)
+
+
+def current_snapshot(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: str) -> SnapshotInfo | None:
+    """The current snapshot of (entity, legal entity), or None if none was ever committed."""
+    row = first(con.execute(
+        """SELECT snapshot_id, extracted_at, row_count, duplicates, key_columns, columns FROM snapshots
+           WHERE entity = ? AND legal_entity = ? AND is_current""",
+        [entity, legal_entity.lower()],
+    ).fetchall())
+    if row is None:
+        return None
+    return SnapshotInfo(entity, legal_entity.lower(), row[0], row[1], row[2], row[3], tuple(row[4]), tuple(row[5]))
+
+
+def read_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    entity: str,
+    legal_entities: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Rows of the current snapshots of ``entity`` (all legal entities, or those given), as polars."""
+    table = table_name(entity)
+    exists = first(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
+                         [f"snap_{entity}"]).fetchall())[0]  # type: ignore[index]
+    if not exists:
+        return pl.DataFrame()
+    selected = ", ".join(quote(c) for c in columns) if columns else "*"
+    sql = f"SELECT {selected} FROM {table}"
+    params: list[object] = []
+    if legal_entities is not None:
+        sql += " WHERE list_contains(?, legal_entity)"
+        params.append([le.lower() for le in legal_entities])
+    return con.sql(sql, params=params).pl()

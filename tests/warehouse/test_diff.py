@@ -1,0 +1,109 @@
+import polars as pl
+import pytest
+
+from d365_snow_assets.mapping.targets import ORDER_LINE, PAYMENT_DETAIL, SUPPLIER
+from d365_snow_assets.warehouse import Warehouse, business_key, payload_columns
+
+
+def suppliers(codes, le="USMF", name="Acme", erp="D365FO"):
+    return pl.DataFrame({c: [""] * len(codes) for c in SUPPLIER.column_names}).with_columns(
+        erp_source=pl.lit(erp), legal_entity=pl.lit(le), supplier_code=pl.Series(codes), name=pl.lit(name),
+        active=pl.lit("true"))
+
+
+def push_all(wh, result, outcome="inserted"):
+    frames = [f for f in (result.inserts, result.changes, result.deletions) if f.height]
+    if frames:
+        wh.record_push_results("sn_fin_supplier", pl.concat(frames, how="diagonal").with_columns(
+            outcome=pl.lit(outcome), target_id=pl.format("sys-{}", pl.col("_business_key"))))
+
+
+def test_insert_change_unchanged_delete_cycle(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    first = wh.diff(SUPPLIER, suppliers(["V1", "V|2", "V\\3", "V4"]), erp_source="D365FO", legal_entities=["usmf"])
+    assert first.counts == {"insert": 4, "change": 0, "delete": 0, "orphan": 0, "unchanged": 0, "duplicate_key": 0}
+    assert payload_columns(first.inserts).columns == list(SUPPLIER.column_names)
+    push_all(wh, first)
+
+    again = wh.diff(SUPPLIER, suppliers(["V1", "V|2", "V\\3", "V4"]), erp_source="D365FO", legal_entities=["usmf"])
+    assert again.counts["unchanged"] == 4 and again.to_push.height == 0 and again.deletions.height == 0
+
+    current = pl.concat([suppliers(["V1"], name="Acme 2"), suppliers(["V\\3", "V4", "V5"])])
+    result = wh.diff(SUPPLIER, current, erp_source="D365FO", legal_entities=["USMF"])
+    assert result.inserts.get_column("supplier_code").to_list() == ["V5"]
+    assert result.changes.get_column("supplier_code").to_list() == ["V1"]
+    assert result.unchanged == 2
+    assert result.deletions.select("erp_source", "legal_entity", "supplier_code", "active").rows() == [
+        ("D365FO", "USMF", "V|2", "false")]
+    assert result.deletions.get_column("_business_key").to_list() == [business_key(["D365FO", "USMF", "V|2"])]
+
+    # A failed row is not recorded, so it comes back; the recorded ones do not.
+    results = pl.concat([result.inserts, result.changes, result.deletions], how="diagonal").with_columns(
+        outcome=pl.when(pl.col("supplier_code") == "V5").then(pl.lit("error")).otherwise(pl.lit("updated")))
+    wh.record_push_results("sn_fin_supplier", results)
+    after = wh.diff(SUPPLIER, current, erp_source="D365FO", legal_entities=["usmf"])
+    assert after.counts == {"insert": 1, "change": 0, "delete": 0, "orphan": 0, "unchanged": 3, "duplicate_key": 0}
+    push_all(wh, after)
+    assert wh.diff(SUPPLIER, current, erp_source="D365FO", legal_entities=["usmf"]).to_push.height == 0
+
+    # The deleted vendor comes back in F&O: pushed again (reactivated).
+    back = wh.diff(SUPPLIER, pl.concat([current, suppliers(["V|2"])]), erp_source="D365FO", legal_entities=["usmf"])
+    assert back.changes.get_column("supplier_code").to_list() == ["V|2"]
+    with wh.reader() as con:
+        from d365_snow_assets.warehouse.state import target_ids
+        assert target_ids(con, "sn_fin_supplier", [business_key(["D365FO", "USMF", "V1"])]) == {
+            business_key(["D365FO", "USMF", "V1"]): "sys-" + business_key(["D365FO", "USMF", "V1"])}
+
+
+def test_deletion_scope(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    staged = pl.concat([suppliers(["A"], le="USMF"), suppliers(["B"], le="DEMF"), suppliers(["C"], erp="OTHER")])
+    push_all(wh, wh.diff(SUPPLIER, staged, erp_source="D365FO", legal_entities=None))
+    empty = suppliers([])
+    only_usmf = wh.diff(SUPPLIER, empty, erp_source="D365FO", legal_entities=["usmf"])
+    assert only_usmf.deletions.get_column("supplier_code").to_list() == ["A"]
+    every_le = wh.diff(SUPPLIER, empty, erp_source="D365FO", legal_entities=None)
+    assert sorted(every_le.deletions.get_column("supplier_code")) == ["A", "B"]  # never another ERP's rows
+
+
+def test_payment_orphans_and_duplicates(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    rows = pl.DataFrame({c: ["x", "x"] for c in PAYMENT_DETAIL.column_names}).with_columns(
+        u_erp_source=pl.lit("D365FO"), u_legal_entity=pl.lit("USMF"))
+    result = wh.diff(PAYMENT_DETAIL, rows, erp_source="D365FO", legal_entities=["usmf"])
+    assert (result.inserts.height, result.duplicate_keys) == (1, 1)
+    wh.record_push_results(PAYMENT_DETAIL.target_table, result.inserts.with_columns(outcome=pl.lit("inserted")))
+    gone = wh.diff(PAYMENT_DETAIL, rows.clear(), erp_source="D365FO", legal_entities=["usmf"])
+    assert (gone.deletions.height, gone.orphans.height) == (0, 1)
+
+
+def test_100k_rows_correctness(tmp_path):
+    n = 100_000
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    i = pl.int_range(0, n, eager=True)
+    base = pl.DataFrame({c: [""] * n for c in ORDER_LINE.column_names}).with_columns(
+        erp_source=pl.lit("D365FO"), legal_entity=pl.lit("USMF"),
+        erp_po_number=pl.format("PO-{}", i // 10), erp_po_line_number=(i % 10).cast(pl.String),
+        unit_price=(i % 97).cast(pl.String))
+    first = wh.diff(ORDER_LINE, base, erp_source="D365FO", legal_entities=["usmf"])
+    assert first.inserts.height == n
+    wh.record_push_results(ORDER_LINE.target_table, first.inserts.with_columns(outcome=pl.lit("inserted")))
+    changed = base.with_columns(unit_price=pl.when(i % 50 == 0).then(pl.lit("0.01")).otherwise("unit_price"))
+    changed = changed.filter(i % 1000 != 999)  # 100 lines gone
+    result = wh.diff(ORDER_LINE, changed, erp_source="D365FO", legal_entities=["usmf"])
+    assert result.counts == {"insert": 0, "change": 2000, "delete": 100, "orphan": 0, "unchanged": 97_900,
+                             "duplicate_key": 0}
+    assert set(result.deletions.get_column("line_status")) == {"Canceled"}
+    assert sorted(result.deletions.get_column("erp_po_number")) == sorted(f"PO-{k // 10}" for k in range(999, n, 1000))
+    wh.record_push_results(ORDER_LINE.target_table, pl.concat([result.changes, result.deletions], how="diagonal")
+                           .with_columns(outcome=pl.lit("updated")))
+    final = wh.diff(ORDER_LINE, changed, erp_source="D365FO", legal_entities=["usmf"])
+    assert final.counts["unchanged"] == changed.height and final.to_push.height == 0 and final.deletions.height == 0
+
+
+def test_bad_results_and_staging(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    with pytest.raises(ValueError, match="lacks columns"):
+        wh.diff(SUPPLIER, pl.DataFrame({"erp_source": ["x"]}), erp_source="D365FO", legal_entities=None)
+    with pytest.raises(ValueError, match="push results lack"):
+        wh.record_push_results("sn_fin_supplier", pl.DataFrame({"outcome": ["inserted"]}))

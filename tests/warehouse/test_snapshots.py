@@ -1,0 +1,67 @@
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from d365_snow_assets.warehouse import Warehouse
+
+
+def pages(n_pages, per_page, price=1.5, fail_at=None):
+    for p in range(n_pages):
+        if p == fail_at:
+            raise ConnectionError("F&O went away")
+        base = p * per_page
+        yield [{"@odata.etag": "W/x", "dataAreaId": "usmf", "VendorAccountNumber": f"V{base + i:05d}",
+                "VendorOrganizationName": f"Vendor {base + i}", "CreditLimit": price} for i in range(per_page)]
+
+
+def test_streaming_snapshot_and_swap(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    first = wh.write_snapshot("VendorsV2", "USMF", pages(5, 100), ["dataAreaId", "VendorAccountNumber"])
+    assert (first.rows, first.duplicates, first.previous_snapshot_id) == (500, 0, None)
+    rows = wh.read_snapshot("VendorsV2", ["usmf"])
+    assert rows.height == 500 and "@odata.etag" not in rows.columns
+    assert rows.get_column("row_hash").n_unique() == 500
+
+    # Same data again: same row hashes (stable across runs, independent of snapshot id and extraction time).
+    second = wh.write_snapshot("VendorsV2", "usmf", pages(5, 100), ["dataAreaId", "VendorAccountNumber"])
+    assert second.previous_snapshot_id == first.snapshot_id
+    again = wh.read_snapshot("VendorsV2")
+    assert again.height == 500 and set(again.get_column("snapshot_id")) == {second.snapshot_id}
+    assert sorted(again.get_column("row_hash")) == sorted(rows.get_column("row_hash"))
+
+    # A failing extraction leaves the previous snapshot current and untouched.
+    with pytest.raises(ConnectionError):
+        wh.write_snapshot("VendorsV2", "usmf", pages(5, 100, price=9.0, fail_at=3), ["VendorAccountNumber"])
+    assert wh.current_snapshot("VendorsV2", "usmf").snapshot_id == second.snapshot_id
+    assert wh.read_snapshot("VendorsV2").get_column("CreditLimit").unique().to_list() == [1.5]
+    assert not any(wh.staging_dir.iterdir())
+
+
+def test_mixed_page_types_widening_and_duplicates(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    key = ["dataAreaId", "PurchaseOrderNumber", "LineNumber"]
+    p1 = pl.DataFrame({"dataAreaId": ["usmf"] * 2, "PurchaseOrderNumber": ["PO-1"] * 2, "LineNumber": [1, 2],
+                       "LineAmount": [100, 200], "ItemNumber": [None, None]})
+    p2 = pa.table({"dataAreaId": ["usmf"], "PurchaseOrderNumber": ["PO-1"], "LineNumber": [2],
+                   "LineAmount": [250.5], "ItemNumber": ["I-1"]})
+    p3 = [{"dataAreaId": "usmf", "PurchaseOrderNumber": "PO-2", "LineNumber": 1, "LineAmount": 0.1,
+           "ItemNumber": "I-2"}]
+    info = wh.write_snapshot("PurchaseOrderLinesV2", "usmf", [p1, p2, [], p3], key)
+    assert (info.rows, info.duplicates) == (3, 1)
+    rows = wh.read_snapshot("PurchaseOrderLinesV2").sort("PurchaseOrderNumber", "LineNumber")
+    assert rows.select("LineNumber", "LineAmount", "ItemNumber").rows() == [(1, 100.0, None), (2, 250.5, "I-1"),
+                                                                           (1, 0.1, "I-2")]
+    # Legal entities are independent snapshots of the same table.
+    wh.write_snapshot("PurchaseOrderLinesV2", "DEMF", [p3], key)
+    assert wh.read_snapshot("PurchaseOrderLinesV2").height == 4
+    assert wh.read_snapshot("PurchaseOrderLinesV2", ["USMF"]).height == 3
+
+
+def test_empty_snapshot_and_allow_list(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    info = wh.write_snapshot("MainAccounts", "", [], ["ChartOfAccounts", "MainAccountId"])
+    assert info.rows == 0
+    with pytest.raises(ValueError, match="no snapshot table"):
+        wh.write_snapshot("Robert'); DROP TABLE audit;--", "usmf", [], ["x"])
+    with pytest.raises(ValueError, match="not a plain column"):
+        wh.write_snapshot("VendorsV2", "usmf", [[{'a"b': 1}]], ["a\"b"])
