@@ -13,3 +13,7 @@ from .commands import sandbox
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="Keep Dynamics 365 F&O and ServiceNow Source-to-Pay / AP Operations in sync.")
 app.add_typer(sandbox.app, name="sandbox")
+
+
+if __name__ == "__main__":
+    app()

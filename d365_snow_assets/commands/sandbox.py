@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -45,5 +46,6 @@ def serve(
     console.print("Point the connector at it (sandbox demo credentials) — paste into your shell:")
     for name, value in server.env().items():
         typer.echo(f"export {name}={shlex.quote(value)}")
+    sys.stdout.flush()  # a supervisor or test reading the pipe needs the settings now, not at exit
     console.print("Press Ctrl+C to stop.")
     server.serve_forever()

@@ -60,10 +60,13 @@ _RESPONDERS: dict[str, ErrorResponder] = {"entra": _entra_error, "d365": _d365_e
 
 
 class _QuietResets(logging.Filter):
-    """Injected connection resets are expected; keep them out of the server log."""
+    """Expected noise stays out of the server log: injected connection resets, and clients that still hold a
+    keep-alive connection when the sandbox stops (uvicorn then cancels them after the graceful timeout)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionResetFault))
+        if record.exc_info and isinstance(record.exc_info[1], ConnectionResetFault):
+            return False
+        return "timeout graceful shutdown exceeded" not in record.getMessage()
 
 
 def _service_app(world: SandboxWorld, service: str) -> ASGIApp:

@@ -1,0 +1,10 @@
+"""Suite-wide isolation: the developer's own D365SNOW_* settings must never steer a test to a real system."""
+
+from __future__ import annotations
+
+import os
+
+for _name in [n for n in os.environ if n.startswith("D365SNOW_")]:
+    del os.environ[_name]
+# msal would otherwise probe the Azure instance metadata service for a region (reference/d365.md §1.2).
+os.environ.pop("MSAL_FORCE_REGION", None)

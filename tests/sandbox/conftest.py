@@ -1,0 +1,51 @@
+"""Fixtures for the sandbox tests: one started sandbox per module, plus an F&O client helper."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from d365_snow_assets.sandbox.config import SandboxConfig, SandboxDataSize
+from d365_snow_assets.sandbox.server import SandboxServer
+
+
+@pytest.fixture(scope="module")
+def sandbox_server() -> Iterator[SandboxServer]:
+    server = SandboxServer(SandboxConfig(data=SandboxDataSize.small())).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _ca(server: SandboxServer) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(server.tls.ca_pem))
+
+
+def d365_token(server: SandboxServer) -> str:
+    """A token for F&O straight from the fake Entra (msal itself is exercised in test_entra.py)."""
+    creds = server.world.config.credentials
+    resp = httpx.post(f"{server.entra_url}/{creds.tenant_id}/oauth2/v2.0/token", verify=_ca(server),
+                      data={"grant_type": "client_credentials", "client_id": creds.d365_client_id,
+                            "client_secret": creds.d365_client_secret, "scope": f"{server.d365_url}/.default"})
+    resp.raise_for_status()
+    return resp.json()["access_token"]
+
+
+@pytest.fixture
+def d365_bearer(sandbox_server: SandboxServer) -> str:
+    """A fresh F&O access token."""
+    return d365_token(sandbox_server)
+
+
+@pytest.fixture
+def d365_client(sandbox_server: SandboxServer, d365_bearer: str) -> Iterator[httpx.Client]:
+    """An httpx client for F&O with a valid bearer token, base URL = the F&O origin."""
+    token = d365_bearer
+    with httpx.Client(base_url=sandbox_server.d365_url, verify=_ca(sandbox_server), timeout=30,
+                      headers={"Authorization": f"Bearer {token}", "OData-Version": "4.0",
+                               "Accept": "application/json"}) as client:
+        yield client
