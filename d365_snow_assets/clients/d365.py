@@ -1,0 +1,605 @@
+"""Dynamics 365 F&O OData client: Entra ID client credentials through msal, streamed paging, writes, ``$batch``.
+
+Facts it relies on are in reference/d365.md (§ numbers below refer to it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msal
+import orjson
+import requests
+from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+
+from ..redaction import get_logger, register_secrets
+from ..settings import ConnectorSettings
+from . import odata
+from .errors import (
+    ApiError,
+    AuthError,
+    ConfigurationError,
+    ConflictError,
+    ConnectorError,
+    DuplicateError,
+    ForbiddenError,
+    NotFoundError,
+    ReadOnlyError,
+    TransientError,
+    ValidationError,
+)
+from .transport import RetryPolicy, Transport
+
+log = get_logger(__name__)
+
+SYSTEM = "F&O"
+ODATA_HEADERS = {"OData-Version": "4.0", "OData-MaxVersion": "4.0",
+                 "Accept": "application/json;odata.metadata=minimal", "Accept-Charset": "UTF-8"}
+_AADSTS = re.compile(r"AADSTS\d+")
+
+# ---------------------------------------------------------------------------------------------------------------
+# TLS for msal: requests with its own trust settings (§1.2 "verify= gotcha")
+
+
+def _system_ca_file() -> str | None:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    try:
+        import certifi  # requests' own dependency, so present wherever requests is
+    except ImportError:  # pragma: no cover
+        return None
+    return certifi.where()
+
+
+def combined_ca_bundle(ca_bundle: Path | None) -> str | bool:
+    """A PEM file with the system CAs plus ``ca_bundle``, for requests (which takes one file, not a context).
+
+    Written to the temp directory under a content hash: CA certificates are public, and D365SNOW_HOME may not exist
+    yet when the first token is requested.
+    """
+    system = _system_ca_file()
+    if ca_bundle is None:
+        return system or True
+    parts = [Path(system).read_bytes()] if system else []
+    try:
+        parts.append(Path(ca_bundle).read_bytes())
+    except OSError as exc:
+        raise ConfigurationError(f"D365SNOW_CA_BUNDLE ({ca_bundle}) could not be read: {exc.strerror}.") from None
+    blob = b"\n".join(parts)
+    target = Path(tempfile.gettempdir()) / f"d365snow-ca-{hashlib.sha256(blob).hexdigest()[:16]}.pem"
+    if not target.exists():
+        tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(target)
+    return str(target)
+
+
+def entra_http_session(ca_bundle: Path | None) -> requests.Session:
+    """The ``http_client`` for msal: ``trust_env=False`` so REQUESTS_CA_BUNDLE cannot replace ``verify`` (§1.2)."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = combined_ca_bundle(ca_bundle)
+    return session
+
+
+class _TimeoutSession:
+    """msal passes no timeout to its http_client; a hung IdP must not hang a run."""
+
+    def __init__(self, session: requests.Session, timeout: float) -> None:
+        self._session, self._timeout = session, timeout
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return self._session.get(url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return self._session.post(url, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokens
+
+
+class EntraTokenProvider:
+    """Client-credentials tokens for F&O from msal, with eviction of a token F&O rejected.
+
+    msal serves a cached token until 5 minutes before expiry (§1.2), so after a 401 the rejected token must be
+    removed from the cache; otherwise ``acquire_token_for_client`` hands the same token back.
+    """
+
+    def __init__(self, settings: ConnectorSettings, *, http_client: Any | None = None,
+                 timeout_s: float = 30.0) -> None:
+        settings.check(["d365"])
+        self.client_id: str = settings.require("d365_client_id")
+        self._secret: str = settings.secret("d365_client_secret") or ""
+        self.authority = settings.d365_authority_url
+        self.scope = settings.d365_scope
+        host = urlsplit(self.authority).hostname or ""
+        # Instance discovery asks login.microsoftonline.com about the authority host, which fails (or leaks the
+        # host name) for anything that is not a Microsoft cloud (§1.2): keep it only for Microsoft's hosts.
+        self.instance_discovery = host in WELL_KNOWN_AUTHORITY_HOSTS
+        self._http = http_client or _TimeoutSession(entra_http_session(settings.ca_bundle), timeout_s)
+        self._app: msal.ConfidentialClientApplication | None = None
+        self._lock = threading.Lock()
+        register_secrets([self._secret])
+
+    def _application(self) -> msal.ConfidentialClientApplication:
+        if self._app is None:
+            try:
+                # The constructor fetches the OpenID configuration (network I/O), hence lazily and guarded.
+                self._app = msal.ConfidentialClientApplication(
+                    self.client_id, client_credential=self._secret, authority=self.authority,
+                    http_client=self._http, instance_discovery=self.instance_discovery)
+            except requests.RequestException as exc:
+                raise AuthError(f"The Entra authority {self.authority} could not be reached "
+                                f"({exc.__class__.__name__}); check D365SNOW_D365_AUTHORITY, the network and "
+                                f"D365SNOW_CA_BUNDLE.", system="Entra ID") from None
+            except ValueError as exc:
+                raise AuthError(f"The Entra authority {self.authority} did not answer with an OpenID configuration "
+                                f"({str(exc).splitlines()[0][:160]}); check D365SNOW_D365_AUTHORITY and "
+                                f"D365SNOW_D365_TENANT_ID.", system="Entra ID") from None
+            except msal.exceptions.MsalServiceError as exc:
+                raise TransientError(f"The Entra authority failed ({exc}); try again later.",
+                                     system="Entra ID") from None
+        return self._app
+
+    def token(self) -> str:
+        with self._lock:
+            app = self._application()
+            try:
+                result = app.acquire_token_for_client([self.scope])
+            except requests.RequestException as exc:
+                raise AuthError(f"The Entra token endpoint of {self.authority} could not be reached "
+                                f"({exc.__class__.__name__}).", system="Entra ID") from None
+            except msal.exceptions.MsalServiceError as exc:
+                raise TransientError(f"The Entra token endpoint failed ({exc}); try again later.",
+                                     system="Entra ID") from None
+        if "access_token" not in result:
+            raise self._token_error(result)
+        token = result["access_token"]
+        register_secrets([token])
+        return token
+
+    def _token_error(self, result: Mapping[str, Any]) -> AuthError:
+        description = str(result.get("error_description") or "")
+        code_match = _AADSTS.search(description)
+        code = code_match.group(0) if code_match else str(result.get("error") or "unknown_error")
+        # The first sentence carries the reason; trace and correlation ids follow and are noise for an operator.
+        first = description.split("\r\n")[0].split("\n")[0].split(" Trace ID:")[0].strip()
+        hint = {"AADSTS7000215": "the client secret (D365SNOW_D365_CLIENT_SECRET) is wrong",
+                "AADSTS7000222": "the client secret has expired; create a new one",
+                "AADSTS700016": "the application (D365SNOW_D365_CLIENT_ID) is not found in this tenant",
+                "AADSTS90002": "the tenant (D365SNOW_D365_TENANT_ID) does not exist",
+                "AADSTS500011": "the F&O resource (D365SNOW_D365_URL) is not known to this tenant",
+                }.get(code, "check the app registration and D365SNOW_D365_* settings")
+        return AuthError(f"Entra ID refused the F&O token request ({code}: {first or result.get('error')}); {hint}.",
+                         system="Entra ID", code=code, detail=first)
+
+    def invalidate(self, token: str | None) -> None:
+        """Remove ``token`` (or every access token when None) from msal's cache."""
+        with self._lock:
+            if self._app is None:
+                return
+            cache = self._app.token_cache
+            for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+                if token is None or item.get("secret") == token:
+                    cache.remove_at(item)
+
+    # -- Authenticator protocol for the transport ----------------------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
+    def on_unauthorized(self, rejected: Mapping[str, str]) -> bool:
+        header = rejected.get("Authorization", "")
+        self.invalidate(header[7:] if header.startswith("Bearer ") else None)
+        return True
+
+    def close(self) -> None:
+        closer = getattr(self._http, "close", None)
+        if closer:
+            closer()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+def _error_texts(response: httpx.Response) -> tuple[str, str, str]:
+    """(message, infolog / inner message, inner type) of an OData error body; empty strings when absent."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.text[:300].strip(), "", ""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return "", "", ""
+    inner = err.get("innererror") or {}
+    inner = inner if isinstance(inner, dict) else {}
+    return str(err.get("message") or ""), str(inner.get("message") or ""), str(inner.get("type") or "")
+
+
+def is_write_failure(response: httpx.Response) -> bool:
+    """A 5xx carrying an F&O infolog is a business answer (the transaction was rolled back), not an outage."""
+    if "json" not in response.headers.get("content-type", ""):
+        return False
+    _, inner, kind = _error_texts(response)
+    return bool(inner) and ("Infolog" in inner or "Exception" in kind)
+
+
+def error_for(status: int, message: str, inner: str, what: str) -> ApiError:
+    """Map an F&O error answer to the connector's exceptions, keeping the infolog (not secret) as detail."""
+    text = inner or message or f"HTTP {status}"
+    sentence = f"F&O refused {what}: {text}"
+    lowered = text.lower()
+    kwargs: dict[str, Any] = {"status": status, "system": SYSTEM, "detail": inner or message}
+    if status == 404:
+        return NotFoundError(sentence, **kwargs)
+    if status == 412:
+        return ConflictError(sentence, **kwargs)
+    if status == 403:
+        return ForbiddenError(sentence, **kwargs)
+    if "already exists" in lowered or "has already been used" in lowered or "is already used" in lowered:
+        return DuplicateError(sentence, **kwargs)
+    if "read-only" in lowered or "read only" in lowered or status == 405:
+        return ReadOnlyError(sentence, **kwargs)
+    return ValidationError(sentence, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# $batch
+
+
+@dataclass(frozen=True)
+class BatchOp:
+    """One request inside a changeset. ``key`` addresses PATCH/DELETE; ``body`` is the JSON payload."""
+
+    method: str
+    entity_set: str
+    key: Mapping[str, Any] | None = None
+    body: Mapping[str, Any] | None = None
+
+
+@dataclass
+class BatchPart:
+    status: int
+    body: dict[str, Any] | None
+    content_id: str | None
+    error: ApiError | None = None
+
+
+@dataclass
+class ChangesetResult:
+    """All parts when the changeset committed; otherwise ``ok`` False and ``error`` from the failing part (the
+    changeset is atomic, so nothing of it was written)."""
+
+    ok: bool
+    parts: list[BatchPart] = field(default_factory=list)
+    error: ApiError | None = None
+    failed_content_id: str | None = None
+
+
+def _http_part(method: str, url: str, content_id: str, body: Mapping[str, Any] | None) -> bytes:
+    lines = ["Content-Type: application/http", "Content-Transfer-Encoding: binary", f"Content-ID: {content_id}", "",
+             f"{method} {url} HTTP/1.1", "Accept: application/json", "OData-Version: 4.0"]
+    payload = b""
+    if body is not None:
+        payload = orjson.dumps(dict(body))
+        lines.append("Content-Type: application/json;odata.metadata=minimal")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+def build_batch(base: str, changesets: Sequence[Sequence[BatchOp]]) -> tuple[bytes, str]:
+    """The multipart/mixed ``$batch`` body (one changeset per inner list) and its content type."""
+    boundary = f"batch_{uuid.uuid4()}"
+    out = bytearray()
+    for number, ops in enumerate(changesets):
+        cs = f"changeset_{uuid.uuid4()}"
+        out += f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={cs}\r\n\r\n".encode()
+        for index, op in enumerate(ops, start=1):
+            target = odata.key_path(op.entity_set, op.key) if op.key is not None else op.entity_set
+            url = f"{base}/{target}?cross-company=true"
+            out += f"--{cs}\r\n".encode() + _http_part(op.method.upper(), url, f"{number + 1}.{index}",
+                                                        op.body) + b"\r\n"
+        out += f"--{cs}--\r\n".encode()
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/mixed; boundary={boundary}"
+
+
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+
+
+def _split_multipart(body: bytes, boundary: str) -> list[bytes]:
+    delimiter = b"--" + boundary.encode()
+    parts = []
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        chunk = chunk.removeprefix(b"\r\n").removeprefix(b"\n")
+        chunk = chunk.removesuffix(b"\r\n").removesuffix(b"\n")
+        parts.append(chunk)
+    return parts
+
+
+def _head_and_body(blob: bytes) -> tuple[dict[str, str], bytes]:
+    match = re.search(rb"\r?\n\r?\n", blob)
+    head, rest = (blob[: match.start()], blob[match.end():]) if match else (blob, b"")
+    headers: dict[str, str] = {}
+    for line in head.decode("utf-8", "replace").splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return headers, rest
+
+
+def _parse_http_part(blob: bytes) -> BatchPart:
+    mime, inner = _head_and_body(blob)
+    match = re.match(rb"HTTP/1\.[01] (\d{3})[^\r\n]*\r?\n", inner)
+    if not match:
+        raise TransientError("F&O answered a $batch part that is not an HTTP response; the answer was cut off.",
+                             system=SYSTEM)
+    status = int(match.group(1))
+    headers, payload = _head_and_body(inner[match.start():].split(b"\n", 1)[1] if b"\n" in inner else b"")
+    del headers
+    payload = payload.strip()
+    data: dict[str, Any] | None = None
+    if payload:
+        try:
+            loaded = orjson.loads(payload)
+            data = loaded if isinstance(loaded, dict) else None
+        except orjson.JSONDecodeError:
+            data = None
+    return BatchPart(status, data, mime.get("content-id"))
+
+
+def parse_batch_response(content: bytes, content_type: str) -> list[list[BatchPart]]:
+    """Per top-level item, its parts (a changeset → its operations, or the single failing operation)."""
+    match = _BOUNDARY.search(content_type)
+    if not match:
+        raise TransientError("F&O answered $batch without a multipart boundary.", system=SYSTEM)
+    items: list[list[BatchPart]] = []
+    for part in _split_multipart(content, match.group(1)):
+        headers, body = _head_and_body(part)
+        ctype = headers.get("content-type", "")
+        if ctype.lower().startswith("multipart/mixed"):
+            inner = _BOUNDARY.search(ctype)
+            if not inner:
+                raise TransientError("F&O answered a changeset without a boundary.", system=SYSTEM)
+            items.append([_parse_http_part(p) for p in _split_multipart(body, inner.group(1))])
+        else:
+            items.append([_parse_http_part(part)])
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The client
+
+
+class D365Client:
+    """F&O OData v4 at ``<D365SNOW_D365_URL>/data``. Thread-safe; one per process is enough."""
+
+    def __init__(self, settings: ConnectorSettings, *, policy: RetryPolicy | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 tokens: EntraTokenProvider | None = None, transport: Transport | None = None) -> None:
+        settings.check(["d365"])
+        self.settings = settings
+        self.base = settings.d365_odata_root
+        self._origin = urlsplit(self.base)
+        self.tokens = tokens or EntraTokenProvider(settings)
+        self.transport = transport or Transport("F&O", ca_bundle=settings.ca_bundle, policy=policy, sleep=sleep,
+                                                clock=clock, final_error=is_write_failure, headers=ODATA_HEADERS)
+
+    def close(self) -> None:
+        self.transport.close()
+        self.tokens.close()
+
+    def __enter__(self) -> D365Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------------------------
+    def _url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("https://", "http://")):
+            parts = urlsplit(path_or_url)
+            # A nextLink is opaque, but it must not carry the bearer token to another host.
+            if (parts.scheme, parts.netloc) != (self._origin.scheme, self._origin.netloc):
+                raise ConnectorError(f"F&O returned a link to another host ({parts.netloc}); refusing to follow it.",
+                                     system=SYSTEM)
+            return path_or_url
+        return f"{self.base}/{path_or_url.lstrip('/')}"
+
+    def _send(self, method: str, path_or_url: str, what: str, *, params: Mapping[str, Any] | None = None,
+              json: Any = None, content: bytes | None = None, headers: Mapping[str, str] | None = None,
+              retry_unsafe: bool = False, ok: Sequence[int] = (200, 201, 204)) -> httpx.Response:
+        response = self.transport.request(method, self._url(path_or_url), params=params, json=json, content=content,
+                                          headers=headers, auth=self.tokens, retry_unsafe=retry_unsafe)
+        if response.status_code in ok:
+            return response
+        message, inner, _ = _error_texts(response)
+        raise error_for(response.status_code, message, inner, what)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict[str, Any]:
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise TransientError("F&O answered with a body that is not JSON; the answer was cut off.",
+                                 system=SYSTEM) from None
+        if not isinstance(data, dict):
+            raise TransientError("F&O answered with an unexpected JSON shape.", system=SYSTEM)
+        return data
+
+    def token(self) -> str:
+        """A valid access token (acquired through msal; cached until 5 minutes before expiry)."""
+        return self.tokens.token()
+
+    # -- reads -----------------------------------------------------------------------------------------------------
+    def iter_pages(self, entity_set: str, *, legal_entity: str | None = None, select: Sequence[str] | None = None,
+                   odata_filter: str | odata.Filter | None = None, orderby: Sequence[str] | None = None,
+                   top: int | None = None, annotations: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Stream the pages of a query; each page is a list of rows, and only one page is held at a time.
+
+        Always ``cross-company=true`` (a ``dataAreaId`` filter alone returns nothing for non-default companies,
+        §2); follows ``@odata.nextLink`` unchanged until it is absent; a short or empty page is not the end.
+        ``@odata.*`` annotations (etags) are dropped unless ``annotations``.
+        """
+        odata.check_identifier(entity_set, "entity set")
+        filters: list[odata.Filter] = []
+        if legal_entity:
+            filters.append(odata.eq("dataAreaId", legal_entity.lower()))
+        if odata_filter is not None:
+            text = str(odata_filter)
+            if isinstance(odata_filter, str):
+                odata.check_raw_filter(text)
+            filters.append(odata.Filter(text))
+        params: dict[str, str] = {"cross-company": "true"}
+        combined = odata.all_of(*filters)
+        if combined is not None:
+            params["$filter"] = combined.text
+        if select:
+            params["$select"] = ",".join(odata.check_identifier(s) for s in select)
+        if orderby:
+            params["$orderby"] = ",".join(orderby)
+        if top is not None:
+            params["$top"] = str(int(top))
+        url: str | None = entity_set
+        query: Mapping[str, str] | None = params
+        what = f"the read of {entity_set}"
+        while url is not None:
+            data = self._json(self._send("GET", url, what, params=query, ok=(200,)))
+            rows = data.get("value")
+            if not isinstance(rows, list):
+                raise TransientError(f"F&O answered a read of {entity_set} without a 'value' list.", system=SYSTEM)
+            if not annotations:
+                for row in rows:
+                    for k in [k for k in row if k.startswith("@odata.")]:
+                        del row[k]
+            next_link = data.get("@odata.nextLink")
+            del data
+            yield rows
+            url, query = (str(next_link), None) if next_link else (None, None)
+
+    def iter_rows(self, entity_set: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        for page in self.iter_pages(entity_set, **kwargs):
+            yield from page
+
+    def read_all(self, entity_set: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every row (small, bounded result sets only: lookups, not extracts)."""
+        return list(self.iter_rows(entity_set, **kwargs))
+
+    def get(self, entity_set: str, key: Mapping[str, Any], *, select: Sequence[str] | None = None
+            ) -> dict[str, Any]:
+        params = {"cross-company": "true"}
+        if select:
+            params["$select"] = ",".join(odata.check_identifier(s) for s in select)
+        return self._json(self._send("GET", odata.key_path(entity_set, key), f"the read of {entity_set} {dict(key)}",
+                                     params=params, ok=(200,)))
+
+    # -- writes ------------------------------------------------------------------------------------------------
+    def create(self, entity_set: str, body: Mapping[str, Any], *, retry_unsafe: bool = False) -> dict[str, Any]:
+        """POST → the created entity (201), with server-assigned numbers such as HeaderReference.
+
+        A lost answer raises :class:`MaybeWrittenError` unless ``retry_unsafe``: the caller looks the record up by
+        its natural key before sending it again (DESIGN.md §6).
+        """
+        response = self._send("POST", f"{odata.check_identifier(entity_set, 'entity set')}?cross-company=true",
+                              f"the creation of a {entity_set} record", json=dict(body), retry_unsafe=retry_unsafe,
+                              ok=(200, 201, 204))
+        return self._json(response) if response.content else {}
+
+    def update(self, entity_set: str, key: Mapping[str, Any], changes: Mapping[str, Any], *,
+               etag: str | None = None) -> None:
+        """PATCH the record with its full key → 204. Send only the fields to change (§4)."""
+        headers = {"If-Match": etag} if etag else None
+        self._send("PATCH", f"{odata.key_path(entity_set, key)}?cross-company=true",
+                   f"the update of {entity_set} {dict(key)}", json=dict(changes), headers=headers, ok=(200, 204))
+
+    def delete(self, entity_set: str, key: Mapping[str, Any]) -> None:
+        self._send("DELETE", f"{odata.key_path(entity_set, key)}?cross-company=true",
+                   f"the deletion of {entity_set} {dict(key)}", ok=(200, 204))
+
+    def batch(self, changesets: Sequence[Sequence[BatchOp]], *, retry_unsafe: bool = False
+              ) -> list[ChangesetResult]:
+        """Send changesets in one ``$batch``; each is atomic. The outer answer is 200 even when a part failed
+        (§2), so every part is inspected."""
+        content, ctype = build_batch(self.base, changesets)
+        response = self._send("POST", "$batch", "the $batch request", content=content,
+                              headers={"Content-Type": ctype, "Accept": "multipart/mixed"},
+                              retry_unsafe=retry_unsafe, ok=(200, 202))
+        items = parse_batch_response(response.content, response.headers.get("content-type", ""))
+        if len(items) != len(changesets):
+            raise TransientError(f"F&O answered {len(items)} parts for {len(changesets)} changesets in $batch.",
+                                 system=SYSTEM)
+        results: list[ChangesetResult] = []
+        for ops, parts in zip(changesets, items, strict=True):
+            failed = next((p for p in parts if p.status >= 400), None)
+            if failed is None and len(parts) == len(ops):
+                results.append(ChangesetResult(True, parts))
+                continue
+            part = failed or parts[-1]
+            err = (part.body or {}).get("error") if part.body else None
+            message = str(err.get("message") or "") if isinstance(err, dict) else ""
+            inner_obj = err.get("innererror") if isinstance(err, dict) else None
+            inner = str(inner_obj.get("message") or "") if isinstance(inner_obj, dict) else ""
+            index = _op_index(part.content_id)
+            target = ops[index].entity_set if index is not None and index < len(ops) else "a changeset operation"
+            part.error = error_for(part.status, message, inner, f"{target} in a $batch changeset")
+            results.append(ChangesetResult(False, parts, part.error, part.content_id))
+        return results
+
+    # -- invoice lookups (DESIGN.md §5.2 step 2) -------------------------------------------------------------------
+    def _find_exact(self, entity_set: str, legal_entity: str, match: Mapping[str, str],
+                    select: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        # '*' in an eq literal is a wildcard in F&O with no escape: query the superset, then compare exactly.
+        flt = odata.all_of(*(odata.eq(k, v, wildcard_ok=True) for k, v in match.items()))
+        rows = self.read_all(entity_set, legal_entity=legal_entity, odata_filter=flt, select=select)
+        le = legal_entity.lower()
+        return [r for r in rows if str(r.get("dataAreaId", le)).lower() == le
+                and all(str(r.get(k)) == v for k, v in match.items())]
+
+    def find_pending_invoice(self, legal_entity: str, invoice_account: str, invoice_number: str
+                             ) -> dict[str, Any] | None:
+        """The pending vendor invoice (``VendorInvoiceHeaders``) with this natural key, if any."""
+        rows = self._find_exact("VendorInvoiceHeaders", legal_entity,
+                                {"InvoiceAccount": invoice_account, "InvoiceNumber": invoice_number})
+        return rows[0] if rows else None
+
+    def find_posted_invoice(self, legal_entity: str, invoice_account: str, invoice_id: str
+                            ) -> dict[str, Any] | None:
+        """The posted invoice journal row (``VendInvoiceJourBiEntities``) with this natural key, if any."""
+        rows = self._find_exact("VendInvoiceJourBiEntities", legal_entity,
+                                {"InvoiceAccount": invoice_account, "InvoiceId": invoice_id})
+        return rows[0] if rows else None
+
+    def find_invoice_lines(self, legal_entity: str, header_reference: str) -> list[dict[str, Any]]:
+        """The lines of a pending invoice, to add only the missing ones on a retry."""
+        return self._find_exact("VendorInvoiceLines", legal_entity, {"HeaderReference": header_reference})
+
+
+def _op_index(content_id: str | None) -> int | None:
+    if not content_id:
+        return None
+    tail = content_id.rsplit(".", 1)[-1]
+    return int(tail) - 1 if tail.isdigit() else None
+
+
+__all__ = ["AuthError", "BatchOp", "ChangesetResult", "D365Client", "EntraTokenProvider"]

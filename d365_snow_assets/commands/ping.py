@@ -1,0 +1,226 @@
+"""``d365-snow ping``: check both connections with the configured credentials (DESIGN.md §4).
+
+Per system: a token, a one-row read of every entity / table the connector uses, and a write-permission check that
+leaves nothing behind:
+- F&O: a ``$batch`` changeset that POSTs a pending vendor invoice header and then PATCHes a header that does not
+  exist. The second operation fails, so F&O rolls the whole changeset back (changesets are atomic, reference
+  §2) — the header is never committed, yet the answer shows whether the POST itself was allowed. (A number
+  sequence value may be consumed; F&O number sequences for invoices are non-continuous, so that leaves a gap, not
+  a record.) A PATCH with no changes was rejected as the check: F&O may skip authorisation for a no-op update.
+- ServiceNow: a PATCH of one outbound invoice setting ``processing_message`` to its own current value (the instance
+  skips an update that changes nothing), and for each Import Set staging table a single-row import that lacks
+  its coalesce values and is therefore ``skipped``: the import path and its ACLs are exercised, no target record
+  is touched, and the staging row is removed by the instance's import-set cleanup.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..clients.d365 import BatchOp, D365Client
+from ..clients.errors import AuthError, ConnectorError, NotFoundError, TransientError
+from ..clients.servicenow import ServiceNowClient
+from ..clients.transport import RetryPolicy
+from ..redaction import install_redaction, redact
+from ..settings import ConnectorSettings, SettingsError, load_settings
+
+D365_ENTITIES = ("LegalEntities", "VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2", "MainAccounts",
+                 "FinancialDimensionValues", "VendorInvoiceHeaders", "VendorInvoiceLines",
+                 "VendInvoiceJourBiEntities", "VendTransBiEntities", "VendorParameters")
+SNOW_TABLES = ("sn_spend_intg_outbound_invoice", "sn_spend_intg_outbound_invoice_line", "sys_import_set_row",
+               "sn_fin_supplier", "sn_shop_purchase_order", "sn_shop_purchase_order_line", "sn_fin_gl_account",
+               "cmn_cost_center", "sn_shop_invoice_payment_detail")
+SNOW_STAGING = ("sn_fcms_intg_imp_supplier", "sn_fcms_intg_imp_order", "sn_fcms_intg_imp_order_line",
+                "sn_fcms_intg_gl_account_stage", "sn_fcms_intg_imp_cost_center",
+                "sn_spend_intg_imp_invoice_payment_detail")
+OUTBOUND = "sn_spend_intg_outbound_invoice"
+
+# A ping should answer in seconds: few retries, short connect timeout.
+PING_POLICY = RetryPolicy(max_attempts=2, max_throttled_attempts=5, backoff_initial_s=0.2, backoff_max_s=2.0,
+                          retry_after_cap_s=10.0, throttle_budget_s=30.0, connect_timeout_s=5.0,
+                          read_timeout_s=60.0)
+
+console = Console()
+
+
+@dataclass
+class Check:
+    system: str
+    name: str
+    status: str  # "pass" | "fail" | "skip"
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "fail"
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ConnectorError):
+        return redact(exc.message)
+    if isinstance(exc, SettingsError):
+        return redact(str(exc))
+    return redact(f"{exc.__class__.__name__}: {exc}")
+
+
+class _Checks:
+    def __init__(self, system: str) -> None:
+        self.system = system
+        self.items: list[Check] = []
+        self.broken: str | None = None  # set once the system is unusable: later checks are skipped
+
+    def run(self, name: str, fn: Callable[[], str]) -> Any:
+        if self.broken:
+            self.items.append(Check(self.system, name, "skip", self.broken))
+            return None
+        started = time.monotonic()
+        try:
+            detail = fn()
+        except (AuthError, TransientError) as exc:
+            self.items.append(Check(self.system, name, "fail", _message(exc)))
+            self.broken = f"not tried: {self.system} is not usable (see above)"
+            return None
+        except Exception as exc:
+            self.items.append(Check(self.system, name, "fail", _message(exc)))
+            return None
+        self.items.append(Check(self.system, name, "pass",
+                                f"{detail} ({(time.monotonic() - started) * 1000:.0f} ms)".strip()))
+        return True
+
+
+def check_d365(settings: ConnectorSettings, client: D365Client | None = None) -> list[Check]:
+    checks = _Checks("F&O")
+    try:
+        settings.check(["d365"])
+        d365 = client or D365Client(settings, policy=PING_POLICY)
+    except (SettingsError, ConnectorError) as exc:
+        return [Check("F&O", "configuration", "fail", _message(exc))]
+    vendor: dict[str, Any] = {}
+    try:
+        checks.run("token", lambda: f"Entra ID token for {settings.d365_scope}" if d365.token() else "")
+        for entity in D365_ENTITIES:
+            def read(entity: str = entity) -> str:
+                page = next(d365.iter_pages(entity, top=1), [])
+                if entity == "VendorsV2" and page:
+                    vendor.update(page[0])
+                return f"{len(page)} row(s) read"
+            checks.run(f"read {entity}", read)
+
+        def write() -> str:
+            if not vendor:
+                return "skipped: no vendor to address a test invoice to"
+            le = str(vendor.get("dataAreaId") or (settings.legal_entities or ["usmf"])[0])
+            header = {"dataAreaId": le, "InvoiceNumber": f"D365SNOW-PING-{uuid.uuid4().hex[:10]}",
+                      "InvoiceAccount": vendor.get("VendorAccountNumber"),
+                      "Currency": vendor.get("CurrencyCode") or "USD"}
+            poison = BatchOp("PATCH", "VendorInvoiceHeaders",
+                             key={"dataAreaId": le, "HeaderReference": f"D365SNOW-PING-{uuid.uuid4().hex[:8]}"},
+                             body={"InvoiceDescription": "d365-snow ping"})
+            [result] = d365.batch([[BatchOp("POST", "VendorInvoiceHeaders", body=header), poison]])
+            if result.ok:  # cannot happen with an atomic changeset; clean up rather than leave a stray invoice
+                created = result.parts[0].body or {}
+                if created.get("HeaderReference"):
+                    d365.delete("VendorInvoiceHeaders", {"dataAreaId": le,
+                                                         "HeaderReference": created["HeaderReference"]})
+                raise ConnectorError("F&O committed a changeset whose second operation should have failed.")
+            if result.failed_content_id and result.failed_content_id.endswith(".2") and isinstance(
+                    result.error, NotFoundError):
+                return "POST VendorInvoiceHeaders allowed (changeset rolled back, nothing written)"
+            raise result.error or ConnectorError("F&O refused the test changeset.")
+        checks.run("write VendorInvoiceHeaders", write)
+    finally:
+        if client is None:
+            d365.close()
+    return checks.items
+
+
+def check_snow(settings: ConnectorSettings, client: ServiceNowClient | None = None) -> list[Check]:
+    checks = _Checks("ServiceNow")
+    try:
+        settings.check(["snow"])
+        snow = client or ServiceNowClient(settings, policy=PING_POLICY)
+    except (SettingsError, ConnectorError) as exc:
+        return [Check("ServiceNow", "configuration", "fail", _message(exc))]
+    try:
+        def auth() -> str:
+            left = snow.ensure_fresh(60)
+            if snow.auth.oauth_refused:
+                # Basic auth works, but the configured OAuth client does not: the operator must know.
+                raise ConnectorError("ServiceNow refused the OAuth client-credentials grant (access_denied), so the "
+                                     "connector fell back to basic auth: check D365SNOW_SNOW_CLIENT_ID / "
+                                     "D365SNOW_SNOW_CLIENT_SECRET and that the grant is enabled "
+                                     "(glide.oauth.inbound.client.credential.grant_type.enabled), or set "
+                                     "D365SNOW_SNOW_AUTH=basic.")
+            if snow.auth.effective == "basic":
+                return f"basic auth as {settings.snow_username}"
+            return f"OAuth client-credentials token, valid {left:.0f} s"
+        checks.run("token", auth)
+        # After a refused grant in auto mode the reads below run with basic auth and still test read access.
+        sample: dict[str, Any] = {}
+        for table in SNOW_TABLES:
+            def read(table: str = table) -> str:
+                fields = ["sys_id", "processing_message"] if table == OUTBOUND else ["sys_id"]
+                rows, _ = snow.get_page(table, "", fields=fields, limit=1)
+                if table == OUTBOUND and rows:
+                    sample.update(rows[0])
+                return f"{len(rows)} row(s) read"
+            checks.run(f"read {table}", read)
+
+        def patch() -> str:
+            if not sample:
+                return "skipped: no outbound invoice to test with"
+            snow.patch(OUTBOUND, sample["sys_id"], {"processing_message": sample.get("processing_message", "")},
+                       fields=["sys_id"])
+            return "PATCH allowed (value unchanged)"
+        checks.run(f"write {OUTBOUND}", patch)
+        for staging in SNOW_STAGING:
+            def imp(staging: str = staging) -> str:
+                column = "u_erp_source" if staging.startswith("sn_spend_intg_imp_") else "erp_source"
+                result = snow.import_one(staging, {column: settings.erp_source})
+                if result.status in ("skipped", "ignored"):
+                    return f"import allowed ({result.status}: nothing written)"
+                raise ConnectorError(f"the test import into {staging} was {result.status}"
+                                     + (f": {result.message}" if result.message else "") + ".")
+            checks.run(f"import {staging}", imp)
+    finally:
+        if client is None:
+            snow.close()
+    return checks.items
+
+
+def render(checks: list[Check]) -> Table:
+    table = Table(title="d365-snow ping")
+    table.add_column("system")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
+    for c in checks:
+        table.add_row(c.system, c.name, marks[c.status], c.detail)
+    return table
+
+
+def ping() -> None:
+    """Check both connections: token, a one-row read per entity/table, write permission (nothing is kept)."""
+    install_redaction()
+    try:
+        settings = load_settings(require=None)
+    except SettingsError as exc:
+        console.print(f"[red]Configuration problem:[/] {exc}")
+        raise typer.Exit(2) from None
+    checks = check_d365(settings) + check_snow(settings)
+    console.print(render(checks))
+    failed = [c for c in checks if c.failed]
+    if failed:
+        console.print(f"[red]{len(failed)} check(s) failed.[/] First: {failed[0].system} {failed[0].name}: "
+                      f"{failed[0].detail}")
+        raise typer.Exit(1)
+    console.print("[green]All checks passed.[/]")
