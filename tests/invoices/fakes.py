@@ -1,0 +1,235 @@
+"""In-memory fakes of the two Protocols, with fault injection, and the reference data of the invoice tests.
+
+The fake ledger mirrors the F&O behaviour the algorithm relies on (d365.md §3.3, §4): server-assigned
+HeaderReference, the vendor-invoice duplicate check (NoDuplicate over pending and posted, case-insensitive, or
+AcceptDuplicate), the line key (HeaderReference, InvoiceLineNumber), 404 for a line under a vanished header.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import date
+
+import polars as pl
+
+from d365_snow_assets.invoices import (
+    DuplicateError,
+    MaybeWrittenError,
+    NotFoundError,
+    PendingInvoice,
+    PostedInvoice,
+    ValidationError,
+)
+from d365_snow_assets.invoices.errors import TransientError
+from d365_snow_assets.invoices.validation import InvoiceReferences
+
+
+class Crash(Exception):
+    """Not a LedgerError: simulates the process dying at this point."""
+
+
+# Fault codes consumed one per call, in call order:
+#   ok            the call works
+#   fail          TransientError before any write (connection refused)
+#   lost_before   MaybeWrittenError, nothing written
+#   lost_after    the write happens, then MaybeWrittenError
+#   crash_before  Crash before the write
+#   crash_after   the write happens, then Crash
+FAULTS = ("ok", "fail", "lost_before", "lost_after", "crash_before", "crash_after")
+
+
+class FakeLedger:
+    def __init__(self, duplicate_check: str = "NoDuplicate", faults: list[str] | None = None) -> None:
+        self.duplicate_check = duplicate_check
+        self.headers: dict[str, dict] = {}
+        self.lines: dict[tuple[str, int], dict] = {}
+        self.posted: dict[tuple[str, str, str], PostedInvoice] = {}
+        self.faults: deque[str] = deque(faults or [])
+        self.calls: list[tuple[str, object]] = []
+        self.reject_header: str | None = None  # F&O validation message to raise on create_header
+        self.reject_line: dict[int, str] = {}
+        self.after_header = None  # hook(ledger) run after a successful header write
+        self._seq = 0
+
+    # helpers
+    def _fault(self, op: str) -> str:
+        code = self.faults.popleft() if self.faults else "ok"
+        if op.startswith("find") and code in ("lost_before", "lost_after"):
+            code = "fail"  # a read has nothing to lose
+        if op.startswith("find") and code == "crash_after":
+            code = "crash_before"
+        if code == "fail":
+            raise TransientError(f"connection refused during {op}")
+        if code == "lost_before":
+            raise MaybeWrittenError(f"timeout during {op}")
+        if code == "crash_before":
+            raise Crash(op)
+        return code
+
+    @staticmethod
+    def _after(code: str, op: str) -> None:
+        if code == "lost_after":
+            raise MaybeWrittenError(f"timeout after {op}")
+        if code == "crash_after":
+            raise Crash(op)
+
+    def _key(self, le: str, account: str, number: str) -> tuple[str, str, str]:
+        return (le.lower(), account, number.lower())
+
+    def pending_for(self, le: str, account: str, number: str) -> list[str]:
+        want = self._key(le, account, number)
+        return [ref for ref, h in sorted(self.headers.items())
+                if self._key(h["dataAreaId"], h["InvoiceAccount"], h["InvoiceNumber"]) == want]
+
+    def lines_of(self, ref: str) -> dict[int, dict]:
+        return {n: p for (r, n), p in self.lines.items() if r == ref}
+
+    def post(self, ref: str, voucher: str = "APINV-000001", day: date | None = date(2026, 5, 20)) -> None:
+        """What F&O does when a clerk posts: pending rows go, the journal row appears."""
+        h = self.headers.pop(ref)
+        for key in [k for k in self.lines if k[0] == ref]:
+            del self.lines[key]
+        self.posted[self._key(h["dataAreaId"], h["InvoiceAccount"], h["InvoiceNumber"])] = PostedInvoice(voucher, day)
+
+    # the Protocol
+    def find_posted(self, legal_entity: str, invoice_account: str, invoice_number: str) -> PostedInvoice | None:
+        self.calls.append(("find_posted", invoice_number))
+        self._fault("find_posted")
+        return self.posted.get(self._key(legal_entity, invoice_account, invoice_number))
+
+    def find_pending(self, legal_entity: str, invoice_account: str, invoice_number: str) -> PendingInvoice | None:
+        self.calls.append(("find_pending", invoice_number))
+        self._fault("find_pending")
+        refs = self.pending_for(legal_entity, invoice_account, invoice_number)
+        if not refs:
+            return None
+        ref = refs[0]
+        return PendingInvoice(ref, frozenset(self.lines_of(ref)), self.headers[ref].get("DocumentNumber", ""))
+
+    def create_header(self, payload: dict) -> str:
+        self.calls.append(("create_header", payload))
+        code = self._fault("create_header")
+        if self.reject_header:
+            raise ValidationError(self.reject_header)
+        key = (payload["dataAreaId"], payload["InvoiceAccount"], payload["InvoiceNumber"])
+        if self.duplicate_check == "NoDuplicate" and (self.pending_for(*key) or self._key(*key) in self.posted):
+            raise DuplicateError(f"Invoice {key[2]} has already been used for vendor {key[1]}.")
+        self._seq += 1
+        ref = f"{payload['dataAreaId'].upper()}-VI{self._seq:08d}"
+        self.headers[ref] = dict(payload, HeaderReference=ref)
+        if self.after_header:
+            self.after_header(self)
+        self._after(code, "create_header")
+        return ref
+
+    def create_line(self, payload: dict) -> None:
+        self.calls.append(("create_line", payload))
+        code = self._fault("create_line")
+        ref, number = payload["HeaderReference"], payload["InvoiceLineNumber"]
+        if ref not in self.headers:
+            raise NotFoundError(f"The pending vendor invoice '{ref}' does not exist.")
+        if number in self.reject_line:
+            raise ValidationError(self.reject_line[number])
+        if (ref, number) in self.lines:
+            raise DuplicateError(f"The record already exists: {ref}, {number}.")
+        self.lines[(ref, number)] = dict(payload)
+        self._after(code, "create_line")
+
+    def writes(self) -> int:
+        return sum(1 for op, _ in self.calls if op.startswith("create"))
+
+
+class FakeServiceNow:
+    """The outbound invoice table as far as the write-back is concerned."""
+
+    def __init__(self, faults: list[str] | None = None) -> None:
+        self.status: dict[str, dict] = {}
+        self.calls: list[tuple] = []
+        self.faults: deque[str] = deque(faults or [])
+
+    def _fault(self) -> str:
+        code = self.faults.popleft() if self.faults else "ok"
+        if code in ("fail", "crash_before", "lost_before"):
+            raise Crash("servicenow")
+        return code
+
+    def _set(self, sys_id: str, values: dict) -> None:
+        code = self._fault()
+        self.status.setdefault(sys_id, {}).update(values)
+        if code in ("crash_after", "lost_after"):
+            raise Crash("servicenow after write")
+
+    def mark_in_progress(self, sys_id: str) -> None:
+        self.calls.append(("in_progress", sys_id))
+        self._set(sys_id, {"integration_status": "in_progress"})
+
+    def mark_processed(self, sys_id: str, erp_number: str, posting_date: date | None = None) -> None:
+        self.calls.append(("processed", sys_id, erp_number, posting_date))
+        self._set(sys_id, {"integration_status": "processed", "erp_number": erp_number,
+                           "erp_posting_date": posting_date.isoformat() if posting_date else ""})
+
+    def mark_error(self, sys_id: str, message: str) -> None:
+        self.calls.append(("error", sys_id, message))
+        self._set(sys_id, {"integration_status": "error", "processing_message": message})
+
+    def apply(self, header: dict) -> dict:
+        """``header`` as the next poll would return it (with the written-back fields)."""
+        return {**header, **self.status.get(header["sys_id"], {})}
+
+
+# -- reference snapshots (F&O column names) ---------------------------------------------------------------------
+VENDORS = pl.DataFrame({
+    "dataAreaId": ["usmf", "usmf", "usmf", "usmf", "demf", "usmf"],
+    "VendorAccountNumber": ["V-0001", "V-0042", "V-0050", "V-0060", "V-0001", "O'BRIEN^Ü"],
+    "OnHoldStatus": ["No", "Invoice", "Payment", "All", "No", "No"],
+    "CurrencyCode": ["USD", "USD", "EUR", "USD", "EUR", "USD"],
+})
+PURCHASE_ORDERS = pl.DataFrame({
+    "dataAreaId": ["usmf", "usmf", "usmf", "usmf"],
+    "PurchaseOrderNumber": ["PO-1", "PO-2", "PO-3", "PO-4"],
+    "PurchaseOrderStatus": ["Backorder", "Canceled", "Received", "Backorder"],
+    "CurrencyCode": ["USD", "USD", "EUR", "USD"],
+    "OrderVendorAccountNumber": ["V-0001", "V-0001", "V-0050", "V-0099"],
+    "InvoiceVendorAccountNumber": ["V-0001", "V-0001", "V-0050", "V-0001"],
+})
+PURCHASE_ORDER_LINES = pl.DataFrame({
+    "dataAreaId": ["usmf", "usmf", "usmf", "usmf", "usmf"],
+    "PurchaseOrderNumber": ["PO-1", "PO-1", "PO-1", "PO-3", "PO-4"],
+    "LineNumber": [1.0, 2.0, 3.0, 1.0, 1.0],  # JSON numbers may arrive as floats
+    "PurchaseOrderLineStatus": ["Backorder", "Backorder", "Canceled", "Received", "Backorder"],
+})
+MAIN_ACCOUNTS = pl.DataFrame({
+    "ChartOfAccounts": ["Shared"] * 3,
+    "MainAccountId": ["600100", "600200", "600300"],
+    "IsSuspended": ["No", "Yes", "No"],
+})
+DIMENSION_VALUES = pl.DataFrame({
+    "FinancialDimension": ["CostCenter"] * 6 + ["Department"],
+    "LegalEntityId": ["USMF", "USMF", "", "", "usmf", "DEMF", "USMF"],
+    "DimensionValue": ["CC01", "CC02", "CC99", "CC05", "CC05", "CC07", "D01"],
+    "IsSuspended": ["No", "Yes", "No", "No", "Yes", "No", "No"],
+})
+
+
+def references(legal_entities: list[str] | None = None) -> InvoiceReferences:
+    return InvoiceReferences.from_snapshots(
+        vendors=VENDORS, purchase_orders=PURCHASE_ORDERS, purchase_order_lines=PURCHASE_ORDER_LINES,
+        main_accounts=MAIN_ACCOUNTS, dimension_values=DIMENSION_VALUES, legal_entities=legal_entities)
+
+
+def header(sys_id: str = "h1", **over: object) -> dict:
+    row = {"sys_id": sys_id, "number": f"OBINV-{sys_id}", "supplier_invoice_number": f"INV-{sys_id}",
+           "supplier": "V-0001", "legal_entity": "USMF", "currency": "USD", "invoice_date": "2026-05-01",
+           "due_date": "2026-05-31", "amount_invoiced": "1320.00", "tax_amount": "120.00", "purchase_order": "PO-1",
+           "invoice_type": "po_invoice", "integration_status": "new", "erp_number": "", "processing_message": ""}
+    row.update(over)
+    return row
+
+
+def line(n: int, sys_id: str = "h1", **over: object) -> dict:
+    row = {"sys_id": f"{sys_id}-l{n}", "outbound_invoice": {"value": sys_id, "link": f"https://x/{sys_id}"},
+           "line_number": str(n), "purchase_order": "PO-1", "purchase_order_line": str(n), "item_number": "",
+           "description": f"Steel beams, batch {n}", "quantity": "2", "unit_price": "300.00", "amount": "600.00",
+           "gl_account": "600100", "cost_center": "CC01", "tax_amount": "60.00"}
+    row.update(over)
+    return row
