@@ -97,7 +97,7 @@ def transform_row(state: SnowState, tmap: TransformMap, row: dict[str, str], use
                 _set_state(state, row, "error", comment=msg, error=msg)
                 return "error"
     key = tuple(values.get(c, "") for c in tmap.coalesce)
-    missing = [c for c, v in zip(tmap.coalesce, key, strict=True) if v == ""]
+    missing = [c for c, v in zip(tmap.coalesce, key, strict=True) if v == "" and c not in tmap.coalesce_empty]
     if missing:
         # The row itself is the answer (SOAP insertMultiple doc: skipped rows report the import set row sys_id).
         _set_state(state, row, "skipped", comment=f"Missing coalesce value for: {', '.join(missing)}")

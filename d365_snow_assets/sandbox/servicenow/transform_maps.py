@@ -19,6 +19,9 @@ class TransformMap:
     coalesce: tuple[str, ...]  # target columns
     numeric: frozenset[str] = frozenset()  # decimal target columns: a non-number there makes the row an error
     display_field: str = "sys_id"
+    # Coalesce columns whose field map has "Coalesce empty fields" checked: an empty value is then a value to
+    # match on rather than a reason to skip the row (inference from the field-map option; default unchecked).
+    coalesce_empty: frozenset[str] = frozenset()
 
     @property
     def staging_columns(self) -> tuple[str, ...]:
@@ -58,7 +61,9 @@ TRANSFORM_MAPS: tuple[TransformMap, ...] = (
                  _same(*GL_ACCOUNT_COLUMNS), ("erp_source", "chart_of_accounts", "gl_account"),
                  display_field="gl_account"),
     TransformMap("Master data cost center", "sn_fcms_intg_imp_cost_center", "cmn_cost_center",
-                 _same(*COST_CENTER_COLUMNS), ("erp_source", "legal_entity", "code"), display_field="name"),
+                 _same(*COST_CENTER_COLUMNS), ("erp_source", "legal_entity", "code"), display_field="name",
+                 # A blank legal entity means a cost center shared by all companies (DESIGN §5.1).
+                 coalesce_empty=frozenset({"legal_entity"})),
     TransformMap("Invoice payment detail import", "sn_spend_intg_imp_invoice_payment_detail",
                  "sn_shop_invoice_payment_detail", {f"u_{c}": c for c in PAYMENT_DETAIL_COLUMNS},
                  ("erp_source", "legal_entity", "payment_reference_id"), numeric=frozenset({"payment_amount"}),

@@ -1,0 +1,89 @@
+"""Launching the connector's Dagster jobs from the CLI into the instance under ``D365SNOW_HOME``.
+
+Runs execute in-process (one process touches the DuckDB warehouse per run) but are recorded in the persistent
+instance, so ``dagster dev`` with the same ``DAGSTER_HOME`` shows them, their metadata, checks and logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from ..defs.partitions import register_legal_entities
+from ..paths import StatePaths
+from ..settings import ConnectorSettings
+
+_QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class RunOutcome:
+    """One Dagster run of a cycle."""
+
+    job: str
+    partition: str | None
+    run_id: str
+    success: bool
+    materializations: dict[str, dict[str, object]] = field(default_factory=dict)  # asset key → metadata
+    failed_checks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def open_instance(settings: ConnectorSettings) -> dg.DagsterInstance:
+    """The persistent Dagster instance of this connector home."""
+    paths = StatePaths(settings.home).ensure()
+    os.environ["DAGSTER_HOME"] = str(paths.dagster_home.resolve())
+    return dg.DagsterInstance.get()
+
+
+def _load_definitions() -> dg.Definitions:
+    from ..definitions import defs
+
+    return defs() if callable(defs) else defs  # type: ignore[operator]
+
+
+def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push: bool,
+              on_run: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
+    """Reference data first (lines are validated against it), then each legal entity."""
+    definitions = _load_definitions()
+    register_legal_entities(instance, settings.legal_entities)
+    prefix = "sync" if push else "plan"
+    plan: list[tuple[str, str | None]] = [(f"{prefix}_reference_data", None)]
+    plan += [(f"{prefix}_legal_entity", le) for le in settings.legal_entities]
+    outcomes = []
+    for job_name, partition in plan:
+        outcome = _execute(definitions, instance, job_name, partition)
+        outcomes.append(outcome)
+        if on_run:
+            on_run(outcome)
+    return outcomes
+
+
+def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str,
+             partition: str | None) -> RunOutcome:
+    job = definitions.resolve_job_def(job_name)
+    # The full event stream goes to the instance (the UI shows it); the terminal only gets warnings and errors.
+    result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
+                                    tags={"d365snow/launched_by": "cli"}, run_config=_QUIET_CONSOLE)
+    outcome = RunOutcome(job_name, partition, result.run_id, result.success)
+    for event in result.all_events:
+        if event.is_step_materialization:
+            mat = event.step_materialization_data.materialization
+            outcome.materializations[mat.asset_key.to_user_string()] = {
+                k: v.value for k, v in mat.metadata.items()}
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                outcome.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+        elif event.is_step_failure and outcome.error is None:
+            outcome.error = _failure_text(event)
+    return outcome
+
+
+def _failure_text(event: dg.DagsterEvent) -> str:
+    data = event.step_failure_data
+    error = data.error if data else None
+    return f"{event.step_key}: {error.message.strip() if error else 'failed'}"

@@ -1,0 +1,25 @@
+"""Jobs the CLI and schedules launch."""
+
+import dagster as dg
+
+SHARED_SELECTION = dg.AssetSelection.assets(
+    ["d365", "MainAccounts"], ["d365", "FinancialDimensionValues"],
+    ["plan", "sn_fin_gl_account"], ["plan", "cmn_cost_center"],
+    ["servicenow", "sn_fin_gl_account"], ["servicenow", "cmn_cost_center"],
+)
+PER_COMPANY_SELECTION = dg.AssetSelection.groups("d365_extract", "plan", "servicenow") - SHARED_SELECTION
+
+sync_reference_data = dg.define_asset_job(
+    "sync_reference_data", selection=SHARED_SELECTION,
+    description="GL accounts and cost centers F&O → ServiceNow (shared by all legal entities).")
+sync_legal_entity = dg.define_asset_job(
+    "sync_legal_entity", selection=PER_COMPANY_SELECTION,
+    description="Suppliers, purchase orders and purchase order lines of one legal entity F&O → ServiceNow.")
+
+_NO_PUSH = dg.AssetSelection.groups("servicenow")
+plan_reference_data = dg.define_asset_job(
+    "plan_reference_data", selection=SHARED_SELECTION - _NO_PUSH,
+    description="Extract and diff GL accounts and cost centers without pushing (d365-snow plan).")
+plan_legal_entity = dg.define_asset_job(
+    "plan_legal_entity", selection=PER_COMPANY_SELECTION - _NO_PUSH,
+    description="Extract and diff one legal entity without pushing (d365-snow plan).")

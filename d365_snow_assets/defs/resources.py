@@ -1,0 +1,74 @@
+"""Resources: the two systems and the warehouse, built from the connector settings (DESIGN.md §3).
+
+Secrets are never resource fields (they would show in the Dagster UI's resource config): they come from the
+environment or the encrypted credential store when a run starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from ..clients.d365 import D365Client
+from ..clients.servicenow import ServiceNowClient
+from ..paths import StatePaths
+from ..settings import ConnectorSettings, load_settings
+from ..warehouse import Warehouse
+
+
+class _SettingsBacked(dg.ConfigurableResource):
+    _settings: ConnectorSettings | None = PrivateAttr(default=None)
+
+    @property
+    def settings(self) -> ConnectorSettings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+
+class WarehouseResource(_SettingsBacked):
+    """The DuckDB file under ``D365SNOW_HOME``: F&O snapshots, pushed state, cursors and the audit store."""
+
+    def open(self) -> Warehouse:
+        return Warehouse(StatePaths(self.settings.home).ensure().warehouse)
+
+
+class D365Resource(_SettingsBacked):
+    """Dynamics 365 F&O OData, authenticated through Entra ID client credentials (msal)."""
+
+    _client: D365Client | None = PrivateAttr(default=None)
+
+    def client(self) -> D365Client:
+        if self._client is None:
+            self._client = D365Client(self.settings)
+        return self._client
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+class ServiceNowResource(_SettingsBacked):
+    """ServiceNow Table and Import Set APIs (OAuth client credentials, or basic auth as fallback)."""
+
+    _client: ServiceNowClient | None = PrivateAttr(default=None)
+
+    def client(self) -> ServiceNowClient:
+        if self._client is None:
+            self._client = ServiceNowClient(self.settings)
+        return self._client
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def connector_resources() -> dict[str, Any]:
+    return {"d365": D365Resource(), "snow": ServiceNowResource(), "warehouse": WarehouseResource()}
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(resources=connector_resources())

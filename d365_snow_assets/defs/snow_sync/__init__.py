@@ -1,0 +1,1 @@
+"""DuckDB → ServiceNow: per target, a plan asset (the diff, with held-back rows) and a push asset."""

@@ -1,0 +1,113 @@
+"""Send a plan through the Import Set API and record, in one warehouse transaction, what ServiceNow answered:
+pushed state for accepted rows and an audit row for every record (DESIGN §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import orjson
+import polars as pl
+
+from ..mapping.spec import TargetMapping
+from ..warehouse import Warehouse, audit, state
+from ..warehouse.diff import payload_columns
+from ..warehouse.state import BUSINESS_KEY, ROW_HASH
+from .plan import SyncPlan
+
+DIRECTION = "d365_to_snow"
+
+
+class ImportRowResult(Protocol):
+    status: str
+    target_sys_id: str | None
+    message: str | None
+    http_status: int | None
+
+
+class ImportClient(Protocol):
+    def insert_multiple(self, staging_table: str, rows: Sequence[dict[str, str]], *,
+                        progress: Callable[[int, int], None] | None = None) -> list[ImportRowResult]: ...
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    run_id: str
+    asset_key: str
+    partition: str | None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class PushSummary:
+    outcomes: dict[str, int]
+    errors: pl.DataFrame  # business key + message of rows ServiceNow refused
+
+    @property
+    def pushed(self) -> int:
+        return sum(self.outcomes.values())
+
+
+def push_plan(plan: SyncPlan, mapping: TargetMapping, client: ImportClient, warehouse: Warehouse,
+              audit_ctx: AuditContext, *, progress: Callable[[int, int], None] | None = None) -> PushSummary:
+    """Push inserts, changes and deactivations of ``plan``; audit them and the held-back rows."""
+    batches = [frame for frame in (plan.diff.to_push, plan.diff.deletions) if frame.height]
+    results = [_send(frame, mapping, client, progress) for frame in batches]
+    outcome_frame = pl.concat(results, how="diagonal_relaxed") if results else None
+    now = datetime.now(UTC)
+    audit_rows = [_audit_frame(outcome_frame, mapping, audit_ctx, now)] if outcome_frame is not None else []
+    if plan.held_back.height:
+        audit_rows.append(_rejected_audit_frame(plan.held_back, mapping, audit_ctx, now))
+    with warehouse.writer() as con:
+        if outcome_frame is not None:
+            state.record_push_results(con, mapping.target_table, outcome_frame, at=now)
+        for frame in audit_rows:
+            audit.write_audit(con, frame, at=now)
+    if outcome_frame is None:
+        return PushSummary({}, pl.DataFrame(schema={BUSINESS_KEY: pl.String, "message": pl.String}))
+    counts = outcome_frame.group_by("outcome").len()
+    errors = outcome_frame.filter(pl.col("outcome") == "error").select(BUSINESS_KEY, "message")
+    return PushSummary(dict(zip(counts["outcome"], counts["len"], strict=True)), errors)
+
+
+def _send(frame: pl.DataFrame, mapping: TargetMapping, client: ImportClient,
+          progress: Callable[[int, int], None] | None) -> pl.DataFrame:
+    payload = payload_columns(frame)
+    rows = payload.to_dicts()
+    answers = client.insert_multiple(mapping.staging_table, rows, progress=progress)
+    if len(answers) != len(rows):
+        raise RuntimeError(f"ServiceNow answered {len(answers)} results for {len(rows)} rows sent to "
+                           f"{mapping.staging_table}; nothing was recorded, the next sync sends them again")
+    return frame.with_columns(
+        pl.Series("outcome", [a.status for a in answers], dtype=pl.String),
+        pl.Series("target_id", [a.target_sys_id for a in answers], dtype=pl.String),
+        pl.Series("message", [a.message for a in answers], dtype=pl.String),
+        pl.Series("http_status", [a.http_status for a in answers], dtype=pl.Int32),
+        pl.Series("payload", [orjson.dumps(r).decode() for r in rows], dtype=pl.String),
+    )
+
+
+def _audit_frame(outcomes: pl.DataFrame, mapping: TargetMapping, ctx: AuditContext, at: datetime) -> pl.DataFrame:
+    return outcomes.select(
+        pl.lit(ctx.run_id).alias("run_id"), pl.lit(ctx.asset_key).alias("asset_key"),
+        pl.lit(ctx.partition).alias("partition"), pl.lit(DIRECTION).alias("direction"),
+        pl.lit(mapping.target_table).alias("entity"), pl.col(BUSINESS_KEY).alias("business_key"),
+        pl.col(ROW_HASH).alias("payload_hash"), pl.col("payload"), pl.lit(mapping.staging_table).alias("target"),
+        pl.col("target_id"), pl.col("http_status"), pl.col("outcome"), pl.col("message"),
+        pl.lit(ctx.attempt).alias("attempt"), pl.lit(at).alias("at"),
+    )
+
+
+def _rejected_audit_frame(held_back: pl.DataFrame, mapping: TargetMapping, ctx: AuditContext,
+                          at: datetime) -> pl.DataFrame:
+    payload = payload_columns(held_back)
+    return pl.DataFrame({
+        "run_id": ctx.run_id, "asset_key": ctx.asset_key, "partition": ctx.partition, "direction": DIRECTION,
+        "entity": mapping.target_table, "business_key": held_back.get_column(BUSINESS_KEY),
+        "payload_hash": None, "payload": [orjson.dumps(r).decode() for r in payload.to_dicts()],
+        "target": mapping.staging_table, "target_id": None, "http_status": None, "outcome": "rejected",
+        "message": held_back.get_column("_reason"), "attempt": ctx.attempt, "at": at,
+    }, schema_overrides={"payload_hash": pl.String, "target_id": pl.String, "http_status": pl.Int32,
+                         "partition": pl.String})

@@ -1,0 +1,65 @@
+"""Asset checks as Dagster reports them, `plan`, and two sync processes started at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import dagster as dg
+
+from d365_snow_assets.commands.runs import open_instance, run_cycle
+from d365_snow_assets.settings import load_settings
+
+from .conftest import Connector
+
+
+def test_po_line_checks_are_evaluated_and_report_held_back_lines(connector: Connector) -> None:
+    settings = load_settings()
+    outcomes = run_cycle(settings, open_instance(settings), push=True)
+    assert all(o.success for o in outcomes), [o.error for o in outcomes]
+    instance = dg.DagsterInstance.get()
+    for outcome in outcomes:
+        if outcome.partition is None:
+            continue
+        evaluations = _evaluations(instance, outcome.run_id)
+        assert evaluations["lines_reference_active_accounts"].passed
+        held = evaluations["no_lines_held_back"]
+        held_count = held.metadata["held_back"].value
+        pushed_meta = outcome.materializations["plan/sn_shop_purchase_order_line"]
+        assert held_count == pushed_meta["rows_held_back"]
+        assert held.passed == (held_count == 0)
+        assert held.severity == dg.AssetCheckSeverity.WARN
+
+
+def _evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
+    found = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event and event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            found[data.check_name] = data
+    return found
+
+
+def test_plan_shows_the_diff_and_pushes_nothing(connector: Connector) -> None:
+    result = connector.cli("plan")
+    assert result.exit_code == 0, result.stderr
+    assert "sn_fin_supplier" in result.stdout
+    assert connector.snow("sys_import_set_row") == []
+    vendors = len(connector.fno('SELECT 1 FROM "VendorsV2"'))
+    assert str(vendors) in result.stdout  # every vendor is an insert in the plan
+
+
+def test_two_syncs_started_at_once_both_complete_without_duplicates(connector: Connector) -> None:
+    env = {**os.environ, **connector.env}
+    procs = [subprocess.Popen([sys.executable, "-m", "d365_snow_assets.cli", "sync", "--json"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for proc, (_out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    suppliers = connector.snow("sn_fin_supplier", "erp_source=D365FO")
+    counts = Counter((s["legal_entity"], s["supplier_code"]) for s in suppliers)
+    assert counts and max(counts.values()) == 1
+    assert len(suppliers) == len(connector.fno('SELECT 1 FROM "VendorsV2"'))
