@@ -199,20 +199,22 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
         UNION ALL
         SELECT 'Department', '', d, d || ' department', 'No', DATE '2018-01-01'
         FROM (VALUES ('022'), ('023'), ('024')) t(d)""")
-    # Cost centers valid for each company (shared or own, active or not: some PO lines must point at a suspended
-    # one so the connector's validation has something to reject).
+    # Active cost centers valid for each company (shared or own). Open orders in a healthy F&O rarely point at a
+    # suspended account or cost center, so only deliberate 1% shares of lines do (below), enough for the
+    # connector's validation to have something to hold back without making the demo look broken.
     conn.execute("""
         CREATE OR REPLACE TEMP TABLE cc_avail AS
         SELECT l.idx AS le_idx, row_number() OVER (PARTITION BY l.idx ORDER BY f.DimensionValue) - 1 AS n,
                count(*) OVER (PARTITION BY l.idx) AS cnt, f.DimensionValue AS val
         FROM le_info l JOIN FinancialDimensionValues f
-          ON f.FinancialDimension = 'CostCenter' AND (f.LegalEntityId = '' OR f.LegalEntityId = l.le)""")
+          ON f.FinancialDimension = 'CostCenter' AND (f.LegalEntityId = '' OR f.LegalEntityId = l.le)
+             AND f.IsSuspended = 'No'""")
     # Equi-joins only below (a join on `n = h(..) % cnt` with cnt from the right side is a nested loop).
     conn.execute("CREATE OR REPLACE TEMP TABLE cc_cnt AS SELECT le_idx, max(cnt) AS cnt FROM cc_avail GROUP BY 1")
     conn.execute("""
         CREATE OR REPLACE TEMP TABLE exp_accts AS
         SELECT row_number() OVER (ORDER BY MainAccountId) - 1 AS n, count(*) OVER () AS cnt, MainAccountId AS id
-        FROM MainAccounts WHERE MainAccountType = 'Expense'""")
+        FROM MainAccounts WHERE MainAccountType = 'Expense' AND IsSuspended = 'No'""")
 
     # -- purchase order headers -------------------------------------------------------------------------------
     p = int(size.purchase_orders)
@@ -272,8 +274,10 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
                price AS PurchasePrice, 1 AS PurchasePriceQuantity, round(qty * price, 2) AS LineAmount,
                hd.PurchaseOrderStatus AS PurchaseOrderLineStatus,
                CASE WHEN cat_line THEN 'TwoWayMatch' ELSE 'ThreeWayMatch' END AS VendorInvoiceMatchingPolicy,
-               CASE WHEN h(i, 36) % 100 = 0 THEN '999999' ELSE a.id END AS MainAccountIdDisplayValue,
-               CASE WHEN h(i, 37) % 10 = 0 THEN replace(c.val, '-', '\\-')
+               CASE WHEN h(i, 36) % 100 = 0 THEN '999999' WHEN h(i, 36) % 100 = 1 AND bad.acct IS NOT NULL
+                    THEN bad.acct ELSE a.id END AS MainAccountIdDisplayValue,
+               CASE WHEN h(i, 37) % 100 = 2 AND bad.cc IS NOT NULL THEN replace(bad.cc, '-', '\\-')
+                    WHEN h(i, 37) % 10 = 0 THEN replace(c.val, '-', '\\-')
                     ELSE hd.DefaultLedgerDimensionDisplayValue END AS DefaultLedgerDimensionDisplayValue,
                hd.RequestedDeliveryDate AS RequestedDeliveryDate, hd.ConfirmedDeliveryDate AS ConfirmedDeliveryDate,
                CASE WHEN cat_line THEN '' ELSE 'WH' || (h(i, 38) % 3 + 1)::VARCHAR END AS ReceivingWarehouseId,
@@ -282,7 +286,12 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
         FROM lj x
         JOIN PurchaseOrderHeadersV2 hd ON hd.dataAreaId = x.le AND hd.PurchaseOrderNumber = x.po
         JOIN exp_accts a ON a.n = x.accn
-        JOIN cc_avail c ON c.le_idx = x.le_idx AND c.n = x.ccn""")
+        JOIN cc_avail c ON c.le_idx = x.le_idx AND c.n = x.ccn
+        CROSS JOIN (SELECT (SELECT min(MainAccountId) FROM MainAccounts
+                            WHERE MainAccountType = 'Expense' AND IsSuspended = 'Yes') AS acct,
+                           (SELECT min(DimensionValue) FROM FinancialDimensionValues
+                            WHERE FinancialDimension = 'CostCenter' AND LegalEntityId = ''
+                              AND IsSuspended = 'Yes') AS cc) bad""")
 
     # -- posted history: one posted invoice per invoiced PO, most of them paid --------------------------------
     conn.execute(f"""
