@@ -35,34 +35,42 @@ class WarehouseResource(_SettingsBacked):
         return Warehouse(StatePaths(self.settings.home).ensure().warehouse)
 
 
-class D365Resource(_SettingsBacked):
+class _ClientResource(_SettingsBacked):
+    """One client per run process, created on first use and closed when the run's steps end."""
+
+    _client: Any = PrivateAttr(default=None)
+
+    def _create(self, settings: ConnectorSettings) -> Any:
+        raise NotImplementedError
+
+    def _cached(self) -> Any:
+        if self._client is None:
+            self._client = self._create(self.settings)
+        return self._client
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+class D365Resource(_ClientResource):
     """Dynamics 365 F&O OData, authenticated through Entra ID client credentials (msal)."""
 
-    _client: D365Client | None = PrivateAttr(default=None)
+    def _create(self, settings: ConnectorSettings) -> D365Client:
+        return D365Client(settings)
 
     def client(self) -> D365Client:
-        if self._client is None:
-            self._client = D365Client(self.settings)
-        return self._client
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
+        return self._cached()
 
 
-class ServiceNowResource(_SettingsBacked):
+class ServiceNowResource(_ClientResource):
     """ServiceNow Table and Import Set APIs (OAuth client credentials, or basic auth as fallback)."""
 
-    _client: ServiceNowClient | None = PrivateAttr(default=None)
+    def _create(self, settings: ConnectorSettings) -> ServiceNowClient:
+        return ServiceNowClient(settings)
 
     def client(self) -> ServiceNowClient:
-        if self._client is None:
-            self._client = ServiceNowClient(self.settings)
-        return self._client
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
+        return self._cached()
 
 
 def connector_resources() -> dict[str, Any]:

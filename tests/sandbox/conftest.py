@@ -49,3 +49,20 @@ def d365_client(sandbox_server: SandboxServer, d365_bearer: str) -> Iterator[htt
                       headers={"Authorization": f"Bearer {token}", "OData-Version": "4.0",
                                "Accept": "application/json"}) as client:
         yield client
+
+
+@pytest.fixture
+def server(sandbox_server: SandboxServer) -> Iterator[SandboxServer]:
+    """The module's sandbox with ServiceNow reset before and after the test (the ServiceNow tests mutate it)."""
+    sandbox_server.world.snow.reset()
+    yield sandbox_server
+    sandbox_server.world.snow.reset()
+
+
+@pytest.fixture
+def client(server: SandboxServer) -> Iterator[httpx.Client]:
+    """An httpx client for ServiceNow with basic auth, base URL = the instance."""
+    creds = server.world.config.credentials
+    with httpx.Client(base_url=server.snow_url, verify=_ca(server), auth=(creds.snow_username, creds.snow_password),
+                      timeout=30) as snow:
+        yield snow

@@ -9,38 +9,15 @@ import time
 import httpx
 import pytest
 
-from d365_snow_assets.sandbox.config import SandboxConfig, SandboxDataSize
 from d365_snow_assets.sandbox.servicenow.encoded_query import escape_value
-from d365_snow_assets.sandbox.servicenow.testing import start_snow_server
 
 OUT = "sn_spend_intg_outbound_invoice"
 LINES = "sn_spend_intg_outbound_invoice_line"
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = start_snow_server(SandboxConfig(data=SandboxDataSize.small()))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh(server):
-    server.world.snow.reset()
-    yield
-    server.world.snow.reset()
-
-
 @pytest.fixture
 def creds(server):
     return server.world.config.credentials
-
-
-@pytest.fixture
-def client(server, creds):
-    with httpx.Client(base_url=server.snow_url, verify=ssl.create_default_context(cafile=str(server.tls.ca_pem)),
-                      auth=(creds.snow_username, creds.snow_password), timeout=30) as c:
-        yield c
 
 
 @pytest.fixture

@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-import ssl
 import time
 from decimal import Decimal
-
-import httpx
-import pytest
-
-from d365_snow_assets.sandbox.config import SandboxConfig, SandboxDataSize
-from d365_snow_assets.sandbox.servicenow.testing import start_snow_server
 
 SUPPLIER_STAGE = "sn_fcms_intg_imp_supplier"
 PAYMENT_STAGE = "sn_spend_intg_imp_invoice_payment_detail"
 OUT = "sn_spend_intg_outbound_invoice"
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = start_snow_server(SandboxConfig(data=SandboxDataSize.small()))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh(server):
-    server.world.snow.reset()
-    yield
-    server.world.snow.reset()
-
-
-@pytest.fixture
-def client(server):
-    creds = server.world.config.credentials
-    ctx = ssl.create_default_context(cafile=str(server.tls.ca_pem))
-    with httpx.Client(base_url=server.snow_url, verify=ctx, auth=(creds.snow_username, creds.snow_password),
-                      timeout=30) as c:
-        yield c
 
 
 def supplier(code: str, name: str = "Contoso 'Steel' ^ GmbH", le: str = "USMF") -> dict[str, str]:

@@ -1,11 +1,12 @@
 """Plan and push assets, one pair per ServiceNow target, generated from ``sync.targets.TARGETS``."""
 
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
 from ...mapping import MappingContext
-from ...sync.plan import SyncPlan, build_plan
+from ...sync.plan import SyncPlan, build_plan, reference_data
 from ...sync.push import AuditContext, push_plan
 from ...sync.targets import TARGETS, SyncTarget
 from ...validation.reference_data import check_account_references
@@ -57,7 +58,8 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         metadata={"staging_table": mapping.staging_table, "target_table": mapping.target_table,
                   "coalesce": list(mapping.coalesce)},
     )
-    def _plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # noqa: ANN202 - yields events
+    def _plan(context: dg.AssetExecutionContext,
+              warehouse: WarehouseResource) -> Iterator[dg.Output[SyncPlan] | dg.AssetCheckResult]:
         settings = warehouse.settings
         legal_entity = context.partition_key if target.per_company else None
         plan = build_plan(target, warehouse.open(), MappingContext(erp_source=settings.erp_source),
@@ -78,8 +80,6 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
 
 
 def _account_checks(plan: SyncPlan, warehouse: WarehouseResource) -> list[dg.AssetCheckResult]:
-    from ...sync.plan import reference_data
-
     # Re-checked independently of build_plan's split: the blocking gate must not trust the code it guards.
     rechecked = check_account_references(plan.diff.to_push, reference_data(warehouse.open()))
     violations = rechecked.filter(pl.col("_reason") != "")
