@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..credentials import CredentialStore, CredentialStoreError
@@ -26,7 +27,7 @@ def _store() -> CredentialStore:
     try:
         settings = load_settings(require=None, use_store=False)
     except SettingsError as exc:
-        err.print(f"[red]Configuration problem:[/] {exc}")
+        err.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     return CredentialStore.for_settings(settings)
 
@@ -40,7 +41,7 @@ def _field(name: str) -> str:
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[red]{exc}[/]")
+    err.print(f"[red]{escape(str(exc))}[/]")
     raise typer.Exit(1)
 
 
@@ -98,7 +99,7 @@ def show() -> None:
     try:
         settings = load_settings(require=None, use_store=False)
     except SettingsError as exc:
-        err.print(f"[red]Configuration problem:[/] {exc}")
+        err.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     table = Table(title=f"Credentials ({store.path}{'' if store.exists() else ', no store yet'})")
     table.add_column("variable")

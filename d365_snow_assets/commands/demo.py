@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..sandbox.config import SandboxConfig, SandboxDataSize
 from ..warehouse import Warehouse
@@ -53,7 +54,8 @@ def demo(
             outcomes = run_cycle(settings, open_instance(settings), push=True, on_run=on_run)
         _print_summary(outcomes, Warehouse(home / "warehouse.duckdb"))
         if not all(o.success for o in outcomes):
-            console.print("[red]The demo cycle failed:[/] " + "; ".join(o.error or "" for o in outcomes if o.error))
+            errors = "; ".join(o.error for o in outcomes if o.error)
+            console.print(f"[red]The demo cycle failed:[/] {escape(errors)}")
             raise typer.Exit(1)
         console.print(f"Done in {time.monotonic() - started:.0f} s. State: {home}/ (DuckDB warehouse, Dagster runs).")
         if ui:

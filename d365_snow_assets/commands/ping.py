@@ -23,7 +23,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..clients.d365 import BatchOp, D365Client
 from ..clients.errors import AuthError, ConnectorError, NotFoundError, TransientError
@@ -204,7 +206,7 @@ def render(checks: list[Check]) -> Table:
     table.add_column("detail", overflow="fold")
     marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
     for c in checks:
-        table.add_row(c.system, c.name, marks[c.status], c.detail)
+        table.add_row(c.system, c.name, marks[c.status], Text(c.detail))  # API text, not markup
     return table
 
 
@@ -214,13 +216,13 @@ def ping() -> None:
     try:
         settings = load_settings(require=None)
     except SettingsError as exc:
-        console.print(f"[red]Configuration problem:[/] {exc}")
+        console.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     checks = check_d365(settings) + check_snow(settings)
     console.print(render(checks))
     failed = [c for c in checks if c.failed]
     if failed:
         console.print(f"[red]{len(failed)} check(s) failed.[/] First: {failed[0].system} {failed[0].name}: "
-                      f"{failed[0].detail}")
+                      f"{escape(failed[0].detail)}")
         raise typer.Exit(1)
     console.print("[green]All checks passed.[/]")

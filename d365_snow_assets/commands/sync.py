@@ -7,9 +7,12 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ..mapping import MappingError
 from ..settings import SettingsError, load_settings
+from ..sync.targets import load_mappings
 from .runs import RunOutcome, open_instance, run_cycle
 
 console = Console(stderr=True)
@@ -19,14 +22,15 @@ def _describe(outcome: RunOutcome) -> str:
     scope = outcome.partition.upper() if outcome.partition else "reference data"
     if outcome.success:
         return f"[green]✓[/] {scope} ([dim]{outcome.job} run {outcome.run_id[:8]}[/])"
-    return f"[red]✗[/] {scope}: {outcome.error or 'failed'} ([dim]run {outcome.run_id[:8]}[/])"
+    return f"[red]✗[/] {scope}: {escape(outcome.error or 'failed')} ([dim]run {outcome.run_id[:8]}[/])"
 
 
 def _cycle(push: bool) -> list[RunOutcome]:
     try:
         settings = load_settings()
-    except SettingsError as exc:
-        console.print(f"[red]Configuration problem:[/] {exc}")
+        load_mappings()  # a typo in a [mapping] override fails here, before anything is extracted
+    except (SettingsError, MappingError) as exc:
+        console.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     instance = open_instance(settings)
     verb = "Syncing" if push else "Planning"
@@ -80,7 +84,7 @@ def sync(json_output: Annotated[bool, typer.Option("--json", help="Print the sum
     else:
         print_table("Pushed to ServiceNow (per target, all legal entities)", totals, PUSH_COLUMNS)
         for check in failed_checks:
-            console.print(f"[yellow]check not passing:[/] {check}")
+            console.print(f"[yellow]check not passing:[/] {escape(check)}")
     if not ok:
         console.print("[red]The cycle did not complete.[/] Fix the error above and run `d365-snow sync` again; "
                       "records already pushed are not sent twice.")

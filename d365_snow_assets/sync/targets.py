@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from ..mapping import DEFAULT_MAPPINGS
+from ..mapping import DEFAULT_MAPPINGS, apply_overrides, overrides_from_toml
 from ..mapping.spec import TargetMapping
+from ..settings import TOML_FILE
+
+
+def load_mappings(config_file: Path = Path(TOML_FILE)) -> dict[str, TargetMapping]:
+    """The DESIGN §5.1 mappings with the customer's ``[mapping]`` overrides from ``d365snow.toml`` applied.
+
+    Raises :class:`~d365_snow_assets.mapping.MappingError` with a sentence naming the table and column at fault.
+    """
+    return apply_overrides(overrides_from_toml(config_file))
 
 # The snapshot "legal entity" of company-independent entities (main accounts, financial dimension values).
 SHARED = "shared"

@@ -158,3 +158,23 @@ def test_sync_after_mutations_changes_exactly_those_records(connector: Connector
     renamed = connector.snow("cmn_cost_center", f"code={center['DimensionValue']}^legal_entity="
                                                 f"{(center['LegalEntityId'] or '').upper()}")
     assert [r["name"] for r in renamed] == ["Renamed ✓ 'center'"]
+
+
+def test_customer_mapping_override_is_applied_and_a_typo_fails_fast(connector: Connector, tmp_path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "d365snow.toml"
+    config.write_text('[mapping.sn_fcms_intg_imp_supplier]\nname = "VendorSerchName"\n')
+    result = connector.cli("sync")
+    assert result.exit_code == 2
+    assert "VendorSerchName" in result.stderr and "sn_fcms_intg_imp_supplier" in result.stderr
+    assert connector.snow("sys_import_set_row") == []
+
+    config.write_text('[mapping.sn_fcms_intg_imp_supplier]\nname = "VendorSearchName"\nremove = ["phone"]\n')
+    connector.sync()
+    search_names = {(v["dataAreaId"].upper(), v["VendorAccountNumber"]): v["VendorSearchName"]
+                    for v in connector.fno('SELECT * FROM "VendorsV2"')}
+    suppliers = connector.snow("sn_fin_supplier", "erp_source=D365FO")
+    assert len(suppliers) == len(search_names)
+    assert all(s["name"] == search_names[(s["legal_entity"], s["supplier_code"])] for s in suppliers)
+    assert all(s.get("phone", "") == "" for s in suppliers)

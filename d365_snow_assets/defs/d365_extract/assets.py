@@ -5,7 +5,7 @@ import time
 
 import dagster as dg
 
-from ...sync.targets import SHARED
+from ...sync.targets import SHARED, load_mappings
 from ..partitions import LEGAL_ENTITY
 from ..resources import D365Resource, WarehouseResource
 from .specs import EXTRACTS, ExtractSpec
@@ -34,7 +34,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
         legal_entity = context.partition_key if spec.per_company else None
         started = time.monotonic()
         pages = d365.client().iter_pages(spec.entity_set, legal_entity=legal_entity,
-                                         select=spec.select(), odata_filter=spec.odata_filter)
+                                         select=spec.select(load_mappings()), odata_filter=spec.odata_filter)
         info = warehouse.open().write_snapshot(spec.entity_set, legal_entity or SHARED, pages, spec.key_columns)
         seconds = time.monotonic() - started
         context.log.info(f"{spec.entity_set} ({legal_entity or 'all companies'}): {info.rows} rows in {seconds:.1f} s")

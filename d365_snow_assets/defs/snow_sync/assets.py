@@ -8,7 +8,7 @@ import polars as pl
 from ...mapping import MappingContext
 from ...sync.plan import SyncPlan, build_plan, reference_data
 from ...sync.push import AuditContext, push_plan
-from ...sync.targets import TARGETS, SyncTarget
+from ...sync.targets import TARGETS, SyncTarget, load_mappings
 from ...validation.reference_data import check_account_references
 from ..d365_extract.assets import extract_key
 from ..partitions import LEGAL_ENTITY
@@ -63,7 +63,8 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         settings = warehouse.settings
         legal_entity = context.partition_key if target.per_company else None
         plan = build_plan(target, warehouse.open(), MappingContext(erp_source=settings.erp_source),
-                          legal_entity=legal_entity, configured_legal_entities=settings.legal_entities)
+                          legal_entity=legal_entity, configured_legal_entities=settings.legal_entities,
+                          mapping=target.mapping(load_mappings()))
         counts = plan.counts
         context.log.info(f"{mapping.target_table} ({legal_entity or 'shared'}): {counts}")
         metadata: dict[str, object] = {f"rows_{k}": v for k, v in counts.items()}
@@ -112,6 +113,7 @@ def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
     )
     def _push(context: dg.AssetExecutionContext, plan: SyncPlan, snow: ServiceNowResource,
               warehouse: WarehouseResource) -> dg.MaterializeResult:
+        mapping = target.mapping(load_mappings())
         total = plan.diff.to_push.height + plan.diff.deletions.height
 
         def progress(done: int, of: int) -> None:
