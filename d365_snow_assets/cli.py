@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import typer
 
-from .commands import credentials, demo, ping, sandbox, sync
+from .commands import credentials, demo, ping, replay, sandbox, sync, trace
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="Keep Dynamics 365 F&O and ServiceNow Source-to-Pay / AP Operations in sync.")
 app.command("demo")(demo.demo)
 app.command("sync")(sync.sync)
 app.command("plan")(sync.plan)
+app.command("replay")(replay.replay)
+app.command("trace")(trace.trace)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(credentials.app, name="credentials")
 app.command("ping")(ping.ping)

@@ -11,6 +11,7 @@ from typing import Protocol
 import orjson
 import polars as pl
 
+from ..clients.errors import ConnectorError
 from ..mapping.spec import TargetMapping
 from ..warehouse import Warehouse, audit, state
 from ..warehouse.diff import payload_columns
@@ -40,10 +41,16 @@ class AuditContext:
     attempt: int = 1
 
 
+# Rows per insert_multiple call: small enough that one failing call loses little, large enough to keep the
+# client's pipelined batches (200 rows, several in flight) busy.
+CHUNK_ROWS = 2_000
+
+
 @dataclass(frozen=True)
 class PushSummary:
     outcomes: dict[str, int]
-    errors: pl.DataFrame  # business key + message of rows ServiceNow refused
+    errors: pl.DataFrame  # business key + message of rows ServiceNow refused or that could not be sent
+    unsent_chunks: int = 0  # calls that failed as a whole (instance unreachable, retries exhausted)
 
     @property
     def pushed(self) -> int:
@@ -53,8 +60,16 @@ class PushSummary:
 def push_plan(plan: SyncPlan, mapping: TargetMapping, client: ImportClient, warehouse: Warehouse,
               audit_ctx: AuditContext, *, progress: Callable[[int, int], None] | None = None) -> PushSummary:
     """Push inserts, changes and deactivations of ``plan``; audit them and the held-back rows."""
-    batches = [frame for frame in (plan.diff.to_push, plan.diff.deletions) if frame.height]
-    results = [_send(frame, mapping, client, progress) for frame in batches]
+    frames = [frame for frame in (plan.diff.to_push, plan.diff.deletions) if frame.height]
+    chunks = [chunk for frame in frames for chunk in frame.iter_slices(CHUNK_ROWS)]
+    total = sum(chunk.height for chunk in chunks)
+    sent = []
+    for chunk in chunks:
+        before = sum(frame.height for frame, _ in sent)
+        chunk_progress = (lambda done, _of, before=before: progress(before + done, total)) if progress else None
+        sent.append(_send(chunk, mapping, client, chunk_progress))
+    results = [frame for frame, _ in sent]
+    unsent = sum(1 for _, delivered in sent if not delivered)
     outcome_frame = pl.concat(results, how="diagonal_relaxed") if results else None
     now = datetime.now(UTC)
     audit_rows = [_audit_frame(outcome_frame, mapping, audit_ctx, now)] if outcome_frame is not None else []
@@ -69,14 +84,22 @@ def push_plan(plan: SyncPlan, mapping: TargetMapping, client: ImportClient, ware
         return PushSummary({}, pl.DataFrame(schema={BUSINESS_KEY: pl.String, "message": pl.String}))
     counts = outcome_frame.group_by("outcome").len()
     errors = outcome_frame.filter(pl.col("outcome") == "error").select(BUSINESS_KEY, "message")
-    return PushSummary(dict(zip(counts["outcome"], counts["len"], strict=True)), errors)
+    return PushSummary(dict(zip(counts["outcome"], counts["len"], strict=True)), errors, unsent)
 
 
 def _send(frame: pl.DataFrame, mapping: TargetMapping, client: ImportClient,
-          progress: Callable[[int, int], None] | None) -> pl.DataFrame:
+          progress: Callable[[int, int], None] | None) -> tuple[pl.DataFrame, bool]:
+    """The chunk with ServiceNow's answer per row, and whether the call got through at all."""
     payload = payload_columns(frame)
     rows = payload.to_dicts()
-    answers = client.insert_multiple(mapping.staging_table, rows, progress=progress)
+    delivered = True
+    try:
+        answers: Sequence[ImportRowResult] = client.insert_multiple(mapping.staging_table, rows, progress=progress)
+    except ConnectorError as exc:
+        delivered = False
+        # The rows may or may not have arrived (coalesce makes re-sending safe); either way pushed state must not
+        # move, and the audit must say why, so `d365-snow replay` and the next sync can pick them up.
+        answers = [_Unsent(f"not sent: {exc}")] * len(rows)
     if len(answers) != len(rows):
         raise RuntimeError(f"ServiceNow answered {len(answers)} results for {len(rows)} rows sent to "
                            f"{mapping.staging_table}; nothing was recorded, the next sync sends them again")
@@ -86,7 +109,15 @@ def _send(frame: pl.DataFrame, mapping: TargetMapping, client: ImportClient,
         pl.Series("message", [a.message for a in answers], dtype=pl.String),
         pl.Series("http_status", [a.http_status for a in answers], dtype=pl.Int32),
         pl.Series("payload", [orjson.dumps(r).decode() for r in rows], dtype=pl.String),
-    )
+    ), delivered
+
+
+@dataclass(frozen=True)
+class _Unsent:
+    message: str
+    status: str = "error"
+    target_sys_id: str | None = None
+    http_status: int | None = None
 
 
 def _audit_frame(outcomes: pl.DataFrame, mapping: TargetMapping, ctx: AuditContext, at: datetime) -> pl.DataFrame:

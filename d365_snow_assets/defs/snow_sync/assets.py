@@ -129,6 +129,12 @@ def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
                          "errors": summary.errors.height})
         if summary.errors.height:
             metadata["preview_errors"] = preview_table(summary.errors, ["_business_key", "message"])
+        if summary.unsent_chunks:
+            # Everything that did arrive is recorded; what did not is audited as an error. Failing lets the retry
+            # policy and the run status say the cycle did not complete.
+            raise dg.Failure(description=f"{summary.unsent_chunks} call(s) to {mapping.staging_table} failed; "
+                                         f"{summary.errors.height} rows audited as errors will be sent again",
+                             metadata=metadata)
         return dg.MaterializeResult(metadata=metadata)
 
     return _push
