@@ -15,22 +15,23 @@ from d365_snow_assets.settings import load_settings
 from .conftest import Connector
 
 
-def test_po_line_checks_are_evaluated_and_report_held_back_lines(connector: Connector) -> None:
+def test_po_line_check_warns_about_held_back_lines_and_lets_the_rest_through(connector: Connector) -> None:
     settings = load_settings()
     outcomes = run_cycle(settings, open_instance(settings), push=True)
     assert all(o.success for o in outcomes), [o.error for o in outcomes]
     instance = dg.DagsterInstance.get()
     for outcome in outcomes:
-        if outcome.partition is None:
+        if outcome.job != "sync_legal_entity":  # reference data and invoice runs have no PO-line checks
             continue
-        evaluations = _evaluations(instance, outcome.run_id)
-        assert evaluations["lines_reference_active_accounts"].passed
-        held = evaluations["no_lines_held_back"]
-        held_count = held.metadata["held_back"].value
-        pushed_meta = outcome.materializations["plan/sn_shop_purchase_order_line"]
-        assert held_count == pushed_meta["rows_held_back"]
-        assert held.passed == (held_count == 0)
-        assert held.severity == dg.AssetCheckSeverity.WARN
+        check = _evaluations(instance, outcome.run_id)["lines_reference_active_accounts"]
+        held_count = check.metadata["held_back"].value
+        plan_meta = outcome.materializations["plan/sn_shop_purchase_order_line"]
+        assert held_count == plan_meta["rows_held_back"] > 0
+        assert check.metadata["violations_in_push"].value == 0
+        # Held-back lines make the check a warning (the rest is pushed), never an error that blocks the push.
+        assert not check.passed
+        assert check.severity == dg.AssetCheckSeverity.WARN
+        assert outcome.materializations["servicenow/sn_shop_purchase_order_line"]["dagster/row_count"] > 0
 
 
 def _evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:

@@ -17,7 +17,6 @@ from .metadata import preview_table
 
 PUSH_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 ACCOUNTS_CHECK = "lines_reference_active_accounts"
-HELD_BACK_CHECK = "no_lines_held_back"
 
 
 def plan_key(target: SyncTarget) -> dg.AssetKey:
@@ -41,11 +40,10 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
     key = plan_key(target)
     checks = [
         dg.AssetCheckSpec(ACCOUNTS_CHECK, asset=key, blocking=True,
-                          description="Every line about to be pushed references an existing, active GL account and "
-                                      "cost center. Blocking: a failure stops the push."),
-        dg.AssetCheckSpec(HELD_BACK_CHECK, asset=key,
-                          description="Warns when lines are held back because their GL account or cost center is "
-                                      "missing or inactive in F&O (they are audited as rejected)."),
+                          description="Every line references an existing, active GL account and cost center. Lines "
+                                      "that do not are held back (audited as rejected) and listed here: a warning, "
+                                      "the rest is pushed. An error, which stops the push, means a line about to be "
+                                      "pushed still fails the rule."),
     ] if target.validate_accounts else []
 
     @dg.asset(
@@ -75,27 +73,29 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
             metadata["preview_held_back"] = preview_table(plan.held_back, ["_business_key", "_reason"])
         yield dg.Output(plan, metadata=metadata)
         if target.validate_accounts:
-            yield from _account_checks(plan, warehouse)
+            yield _account_check(plan, warehouse)
 
     return _plan
 
 
-def _account_checks(plan: SyncPlan, warehouse: WarehouseResource) -> list[dg.AssetCheckResult]:
+def _account_check(plan: SyncPlan, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     # Re-checked independently of build_plan's split: the blocking gate must not trust the code it guards.
     rechecked = check_account_references(plan.diff.to_push, reference_data(warehouse.open()))
     violations = rechecked.filter(pl.col("_reason") != "")
     held = plan.held_back
-    return [
-        dg.AssetCheckResult(check_name=ACCOUNTS_CHECK, passed=violations.height == 0,
-                            metadata={"violations": violations.height, "lines_to_push": plan.diff.to_push.height,
-                                      **({"preview": preview_table(violations, ["_business_key", "_reason"])}
-                                         if violations.height else {})}),
-        dg.AssetCheckResult(check_name=HELD_BACK_CHECK, passed=held.height == 0,
-                            severity=dg.AssetCheckSeverity.WARN,
-                            metadata={"held_back": held.height,
-                                      **({"preview": preview_table(held, ["_business_key", "_reason"])}
-                                         if held.height else {})}),
-    ]
+    metadata: dict[str, object] = {"legal_entity": plan.legal_entity or "all",
+                                   "lines_to_push": plan.diff.to_push.height, "held_back": held.height,
+                                   "violations_in_push": violations.height}
+    if violations.height:
+        metadata["violations"] = preview_table(violations, ["_business_key", "_reason"])
+        return dg.AssetCheckResult(check_name=ACCOUNTS_CHECK, passed=False, metadata=metadata,
+                                   description="Lines about to be pushed reference missing or inactive accounts.")
+    if held.height:
+        metadata["held_back_lines"] = preview_table(held, ["_business_key", "_reason"])
+        return dg.AssetCheckResult(check_name=ACCOUNTS_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata=metadata,
+                                   description=f"{held.height} line(s) held back; the others are pushed.")
+    return dg.AssetCheckResult(check_name=ACCOUNTS_CHECK, passed=True, metadata=metadata)
 
 
 def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
