@@ -76,6 +76,8 @@ class ConnectorSettings(BaseSettings):
     ca_bundle: Path | None = None
     home: Path = Path(".d365snow")
     master_key: SecretStr | None = None
+    # The path segment F&O's HTTPS business-event endpoint URL carries (`d365-snow events serve`, DESIGN.md §8).
+    events_secret: SecretStr | None = None
 
     # Where each storable field came from ("env", "toml", "store"); filled by load_settings.
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -139,7 +141,8 @@ class ConnectorSettings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else (value.strip() if isinstance(value, str)
                                                                           else value)
 
-    @field_validator("d365_client_secret", "snow_client_secret", "snow_password", "master_key", mode="before")
+    @field_validator("d365_client_secret", "snow_client_secret", "snow_password", "master_key", "events_secret",
+                     mode="before")
     @classmethod
     def _blank_secret_is_unset(cls, value: Any) -> Any:
         if isinstance(value, SecretStr):
@@ -213,7 +216,7 @@ class ConnectorSettings(BaseSettings):
         return self
 
     def secret_values(self) -> list[str]:
-        return [v for v in (self.secret(n) for n in (*SECRET_FIELDS, "master_key")) if v]
+        return [v for v in (self.secret(n) for n in (*SECRET_FIELDS, "master_key", "events_secret")) if v]
 
 
 def _error_sentence(exc: ValidationError) -> str:

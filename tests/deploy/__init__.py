@@ -1,0 +1,1 @@
+"""Production profile (deploy/): Postgres-backed instance, run queue, housekeeping."""
