@@ -27,7 +27,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
         owners=["team:integration"],
         tags={"direction": "d365_to_snow", "system": "d365"},
         retry_policy=EXTRACT_RETRY,
-        metadata={"odata_entity_set": spec.entity_set, "key_columns": list(spec.key_columns)},
+        metadata={"odata_entity_set": spec.entity_set, "key_columns": ", ".join(spec.key_columns)},
     )
     def _extract(context: dg.AssetExecutionContext, d365: D365Resource,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
