@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
+import filelock
 
 from ..defs.partitions import register_legal_entities
 from ..paths import StatePaths
@@ -36,7 +37,14 @@ def open_instance(settings: ConnectorSettings) -> dg.DagsterInstance:
     """The persistent Dagster instance of this connector home."""
     paths = StatePaths(settings.home).ensure()
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home.resolve())
-    return dg.DagsterInstance.get()
+    # Two CLI processes opening a brand-new SQLite instance at once both create its schema and one fails ("table
+    # runs already exists"). Touching each storage under a lock makes the first one create it alone.
+    with filelock.FileLock(str(paths.dagster_home / ".instance-init.lock"), timeout=120):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs_count()
+        instance.get_dynamic_partitions("legal_entity")
+        instance.all_instigator_state()
+    return instance
 
 
 def _load_definitions() -> dg.Definitions:
@@ -46,13 +54,17 @@ def _load_definitions() -> dg.Definitions:
 
 
 def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push: bool,
-              on_run: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
-    """Reference data first (lines are validated against it), then each legal entity."""
+              on_run: Callable[[RunOutcome], None] | None = None, invoices: bool = True) -> list[RunOutcome]:
+    """Reference data first (lines are validated against it), then each legal entity, then (when pushing) the
+    invoice round trip of each legal entity."""
     definitions = _load_definitions()
     register_legal_entities(instance, settings.legal_entities)
     prefix = "sync" if push else "plan"
     plan: list[tuple[str, str | None]] = [(f"{prefix}_reference_data", None)]
     plan += [(f"{prefix}_legal_entity", le) for le in settings.legal_entities]
+    if push and invoices:
+        # After the F&O → ServiceNow runs: invoices are validated against the snapshots those runs refreshed.
+        plan += [("invoice_round_trip", le) for le in settings.legal_entities]
     outcomes = []
     for job_name, partition in plan:
         outcome = _execute(definitions, instance, job_name, partition)
