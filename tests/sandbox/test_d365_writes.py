@@ -192,3 +192,16 @@ def test_master_data_mutations(d365_client, sandbox_server):
     state.suspend_main_account("600100", False)
     dump = d365_client.get("/admin/d365/state/LegalEntities").json()
     assert {r["LegalEntityId"] for r in dump} == {"usmf", "demf", "gbsi"}
+
+
+def test_new_payment_vouchers_never_reuse_seeded_numbers(sandbox_server) -> None:
+    """Seeded vouchers have gaps; a sequence that counted rows reused them, merging two payments in ServiceNow."""
+    d365 = sandbox_server.world.d365
+    open_invoices = d365.read("SELECT dataAreaId, Invoice, AccountNum FROM VendTransBiEntities "
+                              "WHERE Invoice <> '' AND TransType = 'Purch' AND SettleAmountCur = 0")
+    assert open_invoices, "the seed has unpaid posted invoices"
+    d365.pay_invoices([{"InvoiceId": r["Invoice"], "dataAreaId": r["dataAreaId"], "InvoiceAccount": r["AccountNum"]}
+                       for r in open_invoices])
+    vouchers = d365.read("SELECT dataAreaId, Voucher, count(*) AS n FROM VendTransBiEntities "
+                         "WHERE Voucher LIKE 'APPAY%' GROUP BY ALL HAVING count(*) > 1")
+    assert vouchers == []

@@ -86,6 +86,16 @@ def to_storage(es: EntitySet, prop: Prop, value: Any) -> Any:
     return parsed.date() if prop.kind == "D" else parsed
 
 
+
+def _max_suffix(table: str, column: str, legal_entity: str, prefix: str = "") -> tuple[str, list[str]]:
+    """SQL (+ parameters) for the highest number at the end of ``column`` in one company, so a sequence continues
+    after it. Counting rows instead would reuse numbers whenever existing ones have gaps (seeded data, deletions),
+    and a reused voucher makes two payments look like one to ServiceNow's coalesce. The legal entity comes from a
+    request body, so it is bound; table and column names are constants of this module.
+    """
+    return (f"SELECT max(try_cast(regexp_extract({column}, '(\\d+)$', 1) AS BIGINT)) FROM {table} "
+            f"WHERE dataAreaId = ? AND starts_with({column}, ?)", [legal_entity, prefix])
+
 class D365State:
     """F&O data in an in-memory DuckDB. Reads use a cursor per thread; writes serialise on one lock."""
 
@@ -140,11 +150,14 @@ class D365State:
                 raise
             self._conn.execute("COMMIT")
 
-    def next_number(self, sequence: str, start_sql: str | None = None) -> int:
-        """A number sequence; continuous within the sandbox run (F&O's can have gaps, clients must not care)."""
+    def next_number(self, sequence: str, start: tuple[str, list[str]] | None = None) -> int:
+        """A number sequence; continuous within the sandbox run (F&O's can have gaps, clients must not care).
+
+        ``start`` is a query (+ parameters) for the last number already used, read when the sequence first runs.
+        """
         with self._lock:
             if sequence not in self._seq:
-                self._seq[sequence] = int(self._conn.execute(start_sql).fetchone()[0] or 0) if start_sql else 0  # type: ignore[index]
+                self._seq[sequence] = int(self._conn.execute(*start).fetchone()[0] or 0) if start else 0  # type: ignore[index]
             self._seq[sequence] += 1
             return self._seq[sequence]
 
@@ -239,14 +252,13 @@ class D365State:
                             status: int) -> None:
         le = row.get("dataAreaId", "")
         if es.name == "VendorsV2" and not row.get("VendorAccountNumber"):
-            n = self.next_number(f"vend:{le}", "SELECT count(*) FROM VendorsV2 WHERE dataAreaId = "
-                                               f"'{le}'")
+            n = self.next_number(f"vend:{le}", _max_suffix("VendorsV2", "VendorAccountNumber", le))
             row["VendorAccountNumber"] = f"{le.upper()}-{n:010d}"  # [OBS R2] "DAT-0000000043"
             row.setdefault("CurrencyCode", self._currency(le))
             if "VendorPartyType" not in row:
                 row["VendorPartyType"] = "Organization"
         elif es.name == "PurchaseOrderHeadersV2" and not row.get("PurchaseOrderNumber"):
-            n = self.next_number(f"po:{le}", f"SELECT count(*) FROM PurchaseOrderHeadersV2 WHERE dataAreaId = '{le}'")
+            n = self.next_number(f"po:{le}", _max_suffix("PurchaseOrderHeadersV2", "PurchaseOrderNumber", le))
             row["PurchaseOrderNumber"] = f"{le.upper()}-{n:06d}"  # [OBS R2] "DAT-000050"
         elif es.name == "PurchaseOrderLinesV2" and "LineAmount" not in row:
             row["LineAmount"] = round(Decimal(row.get("OrderedPurchaseQuantity", 0))
@@ -470,8 +482,7 @@ class D365State:
                 if nlines == 0:
                     amt = h["ImportedAmount"] - tax
                 total = amt + tax
-                n = self.next_number(f"apinv:{le}", "SELECT count(*) FROM VendInvoiceJourBiEntities WHERE "
-                                                    f"dataAreaId = '{le}'")
+                n = self.next_number(f"apinv:{le}", _max_suffix("VendInvoiceJourBiEntities", "LedgerVoucher", le))
                 voucher = f"APINV{n:06d}"  # [INF] voucher format
                 now = _now()
                 post_date = h["Date"] if h["Date"].year > 1900 else now.date()
@@ -541,8 +552,7 @@ class D365State:
                 if pay <= 0:
                     failed.append({**item, "error": "invoice already settled"})
                     continue
-                n = self.next_number(f"appay:{le}", "SELECT count(*) FROM VendTransBiEntities WHERE "
-                                                    f"dataAreaId = '{le}' AND TransType = 'Payment'")
+                n = self.next_number(f"appay:{le}", _max_suffix("VendTransBiEntities", "Voucher", le, "APPAY"))
                 pay_voucher = f"APPAY{n:06d}"  # [INF] voucher format
                 now = _now()
                 new_settled = settled - pay
