@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -52,7 +53,16 @@ def demo(
                 console.print(f"{mark} {scope} ({time.monotonic() - started:.0f} s)")
                 status.update(f"Syncing… ({scope} done)")
             outcomes = run_cycle(settings, open_instance(settings), push=True, on_run=on_run)
+        if all(o.success for o in outcomes):
+            # Demo only: F&O's AP team posts the pending invoices and pays some (one partially), then one more
+            # cycle brings the posted status and the payments back to ServiceNow.
+            with console.status("F&O posts the pending invoices and pays some; syncing the status back…"):
+                posted, paid = _post_and_pay(server)
+                outcomes += run_cycle(settings, open_instance(settings), push=True, on_run=on_run)
+            console.print(f"[green]✓[/] F&O posted {posted} invoices and paid {paid} "
+                          f"({time.monotonic() - started:.0f} s)")
         _print_summary(outcomes, Warehouse(home / "warehouse.duckdb"))
+        _print_invoices(outcomes, server)
         if not all(o.success for o in outcomes):
             errors = "; ".join(o.error for o in outcomes if o.error)
             console.print(f"[red]The demo cycle failed:[/] {escape(errors)}")
@@ -69,6 +79,41 @@ def _print_summary(outcomes: list[RunOutcome], warehouse: Warehouse) -> None:
     with warehouse.reader() as con:
         rows = con.execute("SELECT outcome, count(*) FROM audit GROUP BY outcome ORDER BY outcome").fetchall()
     console.print("Audit outcomes: " + ", ".join(f"{outcome} {count:,}" for outcome, count in rows))
+
+
+def _post_and_pay(server: Any) -> tuple[int, int]:
+    """Post every pending invoice in the sandbox's F&O and pay every other one: in full, except one partially."""
+    posted = server.world.d365.post_invoices()["posted"]
+    to_pay = [{"InvoiceId": p["InvoiceId"], "dataAreaId": p["dataAreaId"], "InvoiceAccount": p["InvoiceAccount"]}
+              for p in posted[::2]]
+    if to_pay:
+        to_pay[0]["Amount"] = 10  # a partial payment: the invoice stays Pending payment in ServiceNow
+    paid = server.world.d365.pay_invoices(to_pay)["paid"] if to_pay else []
+    return len(posted), len(paid)
+
+
+def _print_invoices(outcomes: list[RunOutcome], server: Any) -> None:
+    """The invoice round trip in numbers: what the posting asset did, and where the invoices stand in ServiceNow."""
+    totals: dict[str, int] = {}
+    for outcome in outcomes:
+        for key, value in outcome.materializations.get("invoices/posting", {}).items():
+            if key.startswith("outcome_") and isinstance(value, int):
+                totals[key.removeprefix("outcome_")] = totals.get(key.removeprefix("outcome_"), 0) + value
+    snow = server.world.snow
+    snow.drain_imports()
+    status = Counter(r["integration_status"] for r in snow.select("sn_spend_intg_outbound_invoice"))
+    states = Counter(r["state"] for r in snow.select("sn_shop_invoice"))
+    invoice_runs = [o for o in outcomes if o.job == "invoice_round_trip"]
+    last_cycle = invoice_runs[-len({o.partition for o in invoice_runs}):] if invoice_runs else []
+    mismatches = sum(int(o.materializations.get("invoices/reconciliation", {}).get("mismatches", 0) or 0)
+                     for o in last_cycle)
+    console.print(
+        f"Invoices ServiceNow → F&O: {totals.get('created', 0) + totals.get('reused', 0)} posted to F&O as pending "
+        f"invoices, {totals.get('rejected', 0)} rejected with a message for the AP clerk, {totals.get('error', 0)} "
+        f"errors; in ServiceNow {status.get('processed', 0)} processed, {status.get('error', 0)} in error, "
+        f"{status.get('new', 0) + status.get('in_progress', 0)} waiting.")
+    console.print("ServiceNow invoice states: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
+                  + f"; reconciliation mismatches in the last cycle: {mismatches}")
 
 
 def _serve_ui(home: Path, env: dict[str, str], port: int) -> None:

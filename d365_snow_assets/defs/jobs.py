@@ -23,3 +23,9 @@ plan_reference_data = dg.define_asset_job(
 plan_legal_entity = dg.define_asset_job(
     "plan_legal_entity", selection=PER_COMPANY_SELECTION - _NO_PUSH,
     description="Extract and diff one legal entity without pushing (d365-snow plan).")
+
+INVOICE_SELECTION = dg.AssetSelection.groups("snow_extract", "invoices", "status_back")
+invoice_round_trip = dg.define_asset_job(
+    "invoice_round_trip", selection=INVOICE_SELECTION,
+    description="Approved ServiceNow invoices of one legal entity → F&O pending invoices, then posted status and "
+                "payments back to ServiceNow, and the reconciliation.")

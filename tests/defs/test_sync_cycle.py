@@ -86,7 +86,8 @@ def test_first_sync_creates_exactly_one_record_per_fno_record(connector: Connect
     # Invalid lines were held back and audited as rejected, once each.
     warehouse = Warehouse(connector.home / "warehouse.duckdb")
     with warehouse.reader() as con:
-        rejected = con.execute("SELECT business_key, message FROM audit WHERE outcome = 'rejected'").fetchall()
+        rejected = con.execute("SELECT business_key, message FROM audit WHERE outcome = 'rejected' "
+                                   "AND direction = 'd365_to_snow'").fetchall()
     assert len(rejected) == len(invalid)
     assert all(message for _, message in rejected)
 

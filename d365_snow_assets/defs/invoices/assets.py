@@ -1,0 +1,243 @@
+"""Invoice round-trip assets, one partition per legal entity:
+
+``servicenow_in/sn_spend_intg_outbound_invoice`` (poll) → ``invoices/posting`` (validate, post to F&O, write back)
+→ ``d365/VendInvoiceJourBiEntities`` + ``d365/VendTransBiEntities`` (incremental) → ``invoices/posted_status`` and
+``servicenow/sn_shop_invoice_payment_detail`` → ``invoices/reconciliation`` (+ check ``no_mismatches``).
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from ...invoices import InvoiceReferences, audit_rows, outcome_counts, parse_invoices, validate_invoices
+from ...invoices.adapters import D365Ledger, ServiceNowStatusWriter
+from ...invoices.model import HEADER_TABLE, LINE_TABLE
+from ...invoices.posting import post_invoices
+from ...mapping import MappingContext
+from ...sync.invoices import (
+    JOUR,
+    PAYMENT_MAPPING,
+    VEND_TRANS,
+    InvoicePoll,
+    extract_incremental,
+    plan_payments,
+    poll_cursor_name,
+    poll_invoices,
+    posted_status_updates,
+    reconcile,
+    retry_cursor_name,
+)
+from ...sync.push import AuditContext, push_plan
+from ...warehouse import audit, state
+from ..d365_extract.assets import extract_key
+from ..partitions import LEGAL_ENTITY
+from ..resources import D365Resource, ServiceNowResource, WarehouseResource
+from ..snow_sync.metadata import preview_table
+
+POLL_KEY = dg.AssetKey(["servicenow_in", HEADER_TABLE])
+POSTING_KEY = dg.AssetKey(["invoices", "posting"])
+POSTED_STATUS_KEY = dg.AssetKey(["invoices", "posted_status"])
+PAYMENTS_KEY = dg.AssetKey(["servicenow", PAYMENT_MAPPING.target_table])
+RECONCILIATION_KEY = dg.AssetKey(["invoices", "reconciliation"])
+MISMATCH_CHECK = "no_mismatches"
+REFERENCE_DEPS = [extract_key(e) for e in ("VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2",
+                                           "MainAccounts", "FinancialDimensionValues")]
+_TAGS = {"direction": "snow_to_d365"}
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> dg.MetadataValue:
+    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(
+        schema={c: pl.String for c in (columns or ["none"])})
+    return preview_table(frame, columns or list(frame.columns))
+
+
+@dg.asset(
+    key=POLL_KEY, group_name="snow_extract", kinds={"servicenow", "duckdb"}, partitions_def=LEGAL_ENTITY,
+    owners=["team:integration"], tags=_TAGS,
+    description="Approved invoices waiting for F&O: `sn_spend_intg_outbound_invoice` (+ lines) with "
+                "integration_status `new` after the keyset cursor, every `in_progress` one (a crashed attempt) and "
+                "the `error` ones marked retryable; snapshotted in DuckDB. The cursor moves only when the posting "
+                "asset has committed its work.",
+)
+def outbound_invoices(context: dg.AssetExecutionContext, snow: ServiceNowResource,
+                      warehouse: WarehouseResource) -> dg.Output[InvoicePoll]:
+    le = context.partition_key
+    wh = warehouse.open()
+    poll = poll_invoices(snow.client(), wh, le)
+    # ServiceNow's legal_entity column would clash with the snapshot's own legal_entity metadata column.
+    headers = [{("sn_legal_entity" if k == "legal_entity" else k): v for k, v in r.items()} for r in poll.headers]
+    wh.write_snapshot(HEADER_TABLE, le, [headers] if headers else [], ("sys_id",))
+    wh.write_snapshot(LINE_TABLE, le, [poll.lines] if poll.lines else [], ("sys_id",))
+    context.log.info(f"{le.upper()}: {len(poll.headers)} invoices, {len(poll.lines)} lines ({poll.sources})")
+    metadata: dict[str, Any] = {"dagster/row_count": len(poll.headers), "lines": len(poll.lines),
+                                **{f"selected_{k}": v for k, v in poll.sources.items()},
+                                "cursor": str(poll.cursor or "")}
+    if poll.headers:
+        metadata["preview"] = _table(poll.headers, ["number", "supplier", "supplier_invoice_number",
+                                                    "amount_invoiced", "integration_status"])
+    return dg.Output(poll, metadata=metadata)
+
+
+@dg.asset(
+    key=POSTING_KEY, ins={"poll": dg.AssetIn(POLL_KEY)}, deps=REFERENCE_DEPS, group_name="invoices",
+    kinds={"odata", "servicenow"}, partitions_def=LEGAL_ENTITY, owners=["team:integration"], tags=_TAGS,
+    description="Every polled invoice validated against the F&O snapshots (all problems collected); valid ones "
+                "created in F&O as pending vendor invoices (header, then lines) through the natural-key lookup of "
+                "DESIGN §5.2, never twice and never over a posted one; ServiceNow written back (`processed` + "
+                "erp_number, or `error` + a message for the AP clerk); every invoice and line audited.",
+)
+def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resource,
+                    snow: ServiceNowResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    le = context.partition_key
+    wh = warehouse.open()
+    parsed = parse_invoices(poll.headers, poll.lines)
+    verdicts = validate_invoices(parsed, InvoiceReferences.from_warehouse(wh, [le]))
+    results = post_invoices(verdicts, D365Ledger(d365.client()), ServiceNowStatusWriter(snow.client()))
+    rows = audit_rows(results, context.run.run_id, context.asset_key.to_user_string(), le,
+                      attempt=context.retry_number + 1)
+    retry = sorted(r.sys_id for r in results if r.outcome == "error" and r.retryable)
+    # Audit, keyset cursor and retry list commit together: the cursor never passes work that is not recorded.
+    with wh.writer() as con:
+        if rows:
+            audit.write_audit(con, rows)
+        if poll.cursor:
+            state.set_cursor(con, poll_cursor_name(le), poll.cursor)
+        state.set_cursor(con, retry_cursor_name(le), retry)
+    counts = outcome_counts(results)
+    context.log.info(f"{le.upper()}: {counts or 'no invoices'}")
+    metadata: dict[str, Any] = {f"outcome_{k}": v for k, v in sorted(counts.items())}
+    metadata.update({"dagster/row_count": len(results), "invoices": len(results),
+                     "sent_to_fno": sum(counts.get(k, 0) for k in ("created", "reused")),
+                     "rejected": counts.get("rejected", 0), "errors": counts.get("error", 0),
+                     "retry_next_run": len(retry)})
+    if results:
+        metadata["preview"] = _table([{"number": r.number, "key": r.business_key, "outcome": r.outcome,
+                                       "erp_number": r.erp_number or "", "message": r.message} for r in results])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _bi_extract(entity: str, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=extract_key(entity), deps=[POSTING_KEY], group_name="status_back", kinds={"odata", "duckdb"},
+        partitions_def=LEGAL_ENTITY, owners=["team:integration"], tags={"direction": "d365_to_snow"},
+        description=description,
+    )
+    def _extract(context: dg.AssetExecutionContext, d365: D365Resource,
+                 warehouse: WarehouseResource) -> dg.MaterializeResult:
+        result = extract_incremental(d365.client(), warehouse.open(), entity, context.partition_key)
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": result.rows, "rows_read": result.read,
+            "read_since": str(result.since or "full read"), "watermark": str(result.watermark or "")})
+
+    return _extract
+
+
+posted_invoices_extract = _bi_extract(
+    JOUR, "Posted vendor invoices of one legal entity (F&O `VendInvoiceJourBiEntities`), read incrementally on "
+          "SysModifiedDateTime with an overlap window and de-duplicated by (dataAreaId, SourceKey).")
+vendor_transactions_extract = _bi_extract(
+    VEND_TRANS, "Vendor transactions of one legal entity (F&O `VendTransBiEntities`: invoices and the payments "
+                "settling them), read incrementally like the posted invoices.")
+
+
+@dg.asset(
+    key=POSTED_STATUS_KEY, deps=[extract_key(JOUR), POSTING_KEY], group_name="status_back", kinds={"servicenow"},
+    partitions_def=LEGAL_ENTITY, owners=["team:integration"], tags={"direction": "d365_to_snow"},
+    description="Outbound invoices F&O has posted get erp_number = LedgerVoucher and erp_posting_date "
+                "(PATCH of `sn_spend_intg_outbound_invoice`; F&O is only read).",
+)
+def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
+                  warehouse: WarehouseResource) -> dg.MaterializeResult:
+    le = context.partition_key
+    wh = warehouse.open()
+    client = snow.client()
+    updates = posted_status_updates(client, wh.read_snapshot(JOUR, [le]), le)
+    rows, errors = [], 0
+    for u in updates:
+        values = {"erp_number": u.erp_number, "erp_posting_date": u.posting_date}
+        outcome, message = "updated", None
+        try:
+            client.patch(HEADER_TABLE, u.sys_id, values, fields=["sys_id"])
+        except Exception as exc:  # one failed PATCH must not stop the others; the next run offers it again
+            outcome, message, errors = "error", str(exc), errors + 1
+        rows.append({"run_id": context.run.run_id, "asset_key": context.asset_key.to_user_string(),
+                     "partition": le, "direction": "d365_to_snow", "entity": HEADER_TABLE,
+                     "business_key": u.business_key, "payload": values, "target": HEADER_TABLE,
+                     "target_id": u.sys_id, "outcome": outcome, "message": message,
+                     "attempt": context.retry_number + 1})
+    if rows:
+        wh.write_audit(rows)
+    metadata: dict[str, Any] = {"dagster/row_count": len(updates), "outcome_updated": len(updates) - errors,
+                                "errors": errors}
+    if updates:
+        metadata["preview"] = _table([{"number": u.number, "erp_number": u.erp_number,
+                                       "erp_posting_date": u.posting_date} for u in updates])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    key=PAYMENTS_KEY, deps=[extract_key(VEND_TRANS), POSTED_STATUS_KEY], group_name="status_back",
+    kinds={"servicenow"}, partitions_def=LEGAL_ENTITY, owners=["team:integration"],
+    tags={"direction": "d365_to_snow", "system": "servicenow"},
+    description="One payment detail per settlement of an invoice (VendTrans payment rows), pushed through "
+                f"`{PAYMENT_MAPPING.staging_table}` (DESIGN §5.1), so ServiceNow moves the invoice to Paid; a "
+                "partial payment leaves it Pending payment. Diffed against what was pushed: nothing is sent twice.",
+)
+def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    le = context.partition_key
+    wh = warehouse.open()
+    plan = plan_payments(wh, MappingContext(erp_source=warehouse.settings.erp_source), le)
+    ctx = AuditContext(context.run.run_id, context.asset_key.to_user_string(), le, context.retry_number + 1)
+    summary = push_plan(plan, PAYMENT_MAPPING, snow.client(), wh, ctx)
+    metadata: dict[str, Any] = {f"outcome_{k}": v for k, v in sorted(summary.outcomes.items())}
+    metadata.update({"dagster/row_count": plan.diff.to_push.height, "unchanged": plan.diff.unchanged,
+                     "errors": summary.errors.height})
+    if plan.diff.to_push.height:
+        metadata["preview"] = preview_table(plan.diff.to_push, ["u_erp_invoice_number", "u_erp_supplier_code",
+                                                                "u_payment_amount", "u_payment_reference_id"])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class ReconciliationConfig(dg.Config):
+    """``period`` = ``YYYY-MM`` of the invoice date to reconcile one month; empty = every period."""
+
+    period: str = ""
+
+
+@dg.asset(
+    key=RECONCILIATION_KEY, deps=[POSTED_STATUS_KEY, PAYMENTS_KEY, extract_key(VEND_TRANS)], group_name="invoices",
+    kinds={"servicenow", "odata"}, partitions_def=LEGAL_ENTITY, owners=["team:integration"],
+    check_specs=[dg.AssetCheckSpec(MISMATCH_CHECK, asset=RECONCILIATION_KEY,
+                                   description="Fails when ServiceNow and F&O disagree on any processed invoice.")],
+    description="Month-end reconciliation per legal entity and period: ServiceNow invoice status, ERP number, "
+                "amount and paid amount against F&O pending / posted / settled; counts and amounts per period and "
+                "every mismatch listed.",
+)
+def invoice_reconciliation(context: dg.AssetExecutionContext, config: ReconciliationConfig, d365: D365Resource,
+                           snow: ServiceNowResource, warehouse: WarehouseResource
+                           ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    le = context.partition_key
+    result = reconcile(snow.client(), d365.client(), warehouse.open(), le, config.period or None)
+    mismatch_cols = ["number", "supplier", "invoice", "problem", "servicenow", "d365"]
+    period_cols = ["period", "sn_processed", "sn_amount", "fno_pending", "fno_posted", "fno_amount", "sn_paid",
+                   "fno_paid", "paid_amount", "mismatches"]
+    yield dg.MaterializeResult(metadata={
+        "dagster/row_count": sum(p["sn_processed"] for p in result.periods),
+        "mismatches": len(result.mismatches),
+        "reconciled_at": dg.MetadataValue.timestamp(datetime.now(UTC)),
+        "periods": _wide_table(result.periods, period_cols),
+        "mismatch_list": _wide_table(result.mismatches, mismatch_cols),
+    })
+    yield dg.AssetCheckResult(check_name=MISMATCH_CHECK, passed=not result.mismatches,
+                              metadata={"mismatches": len(result.mismatches),
+                                        "list": _wide_table(result.mismatches, mismatch_cols)})
+
+
+def _wide_table(rows: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
+    records = [dg.TableRecord({c: str(r.get(c, ""))[:200] for c in columns}) for r in rows[:200]]
+    return dg.MetadataValue.table(records, schema=schema)

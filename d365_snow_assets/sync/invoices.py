@@ -1,0 +1,353 @@
+"""Use cases of the invoice round trip that need I/O but no Dagster (DESIGN §5.2, §5.1 payment detail, §6, §7):
+the outbound-invoice poll, the incremental read of F&O's posted-invoice BI entities, the posted-status write-back,
+the payment-detail plan, and the month-end reconciliation. The assets in ``defs/invoices`` only wire these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import polars as pl
+
+from ..clients import odata
+from ..clients.d365 import D365Client
+from ..clients.encoded_query import escape
+from ..clients.servicenow import KeysetCursor, ServiceNowClient
+from ..invoices.adapters import parse_fno_date
+from ..invoices.model import HEADER_TABLE, LINE_TABLE, text_value
+from ..mapping import MappingContext, apply_mapping
+from ..mapping.targets import PAYMENT_DETAIL
+from ..warehouse import DiffResult, Warehouse
+from ..warehouse.diff import business_key
+from ..warehouse.snapshots import META_COLUMNS
+from ..warehouse.state import BUSINESS_KEY
+from .plan import SyncPlan
+from .targets import SyncTarget
+
+HEADER_FIELDS = ["sys_id", "number", "supplier_invoice_number", "supplier", "legal_entity", "currency",
+                 "invoice_date", "due_date", "amount_invoiced", "tax_amount", "purchase_order", "invoice_type",
+                 "integration_status", "erp_number", "erp_posting_date", "processing_message", "invoice",
+                 "sys_updated_on"]
+LINE_FIELDS = ["sys_id", "outbound_invoice", "line_number", "purchase_order", "purchase_order_line", "item_number",
+               "description", "quantity", "unit_price", "amount", "gl_account", "cost_center", "tax_amount"]
+SHOP_INVOICE = "sn_shop_invoice"
+JOUR = "VendInvoiceJourBiEntities"
+VEND_TRANS = "VendTransBiEntities"
+BI_KEYS = ("dataAreaId", "SourceKey")
+# The BI entities are read from (watermark - overlap): a row committed late with an earlier SysModifiedDateTime,
+# or a clock difference between F&O's AOS nodes, is read again instead of missed; the merge de-duplicates. [choice]
+OVERLAP = timedelta(minutes=10)
+_LINE_CHUNK = 100  # sys_ids per `outbound_invoiceIN…` query: keeps the URL far below any proxy limit
+
+
+def poll_cursor_name(legal_entity: str) -> str:
+    return f"invoices:poll:{legal_entity.lower()}"
+
+
+def retry_cursor_name(legal_entity: str) -> str:
+    return f"invoices:retry:{legal_entity.lower()}"
+
+
+def watermark_name(entity: str, legal_entity: str) -> str:
+    return f"{entity}:{legal_entity.lower()}:watermark"
+
+
+# -- the poll ----------------------------------------------------------------------------------------------------
+@dataclass
+class InvoicePoll:
+    """The outbound invoices one run works on, and the keyset cursor to commit once they are done."""
+
+    legal_entity: str
+    headers: list[dict[str, Any]]
+    lines: list[dict[str, Any]]
+    cursor: dict[str, str] | None  # the new keyset position (committed with the posting's audit rows)
+    sources: dict[str, int] = field(default_factory=dict)  # new / in_progress / retry
+
+
+def _ids_query(ids: Sequence[str]) -> str:
+    return ",".join(escape(i) for i in ids)
+
+
+def poll_invoices(snow: ServiceNowClient, warehouse: Warehouse, legal_entity: str, *,
+                  page_size: int = 500) -> InvoicePoll:
+    """``integration_status=new`` after the stored keyset cursor (DESIGN §6), plus every invoice left
+    ``in_progress`` by a crashed attempt, plus the ``error`` ones the last run marked retryable; with their lines."""
+    le = legal_entity.upper()
+    stored = warehouse.get_cursor(poll_cursor_name(legal_entity))
+    cursor = KeysetCursor(stored["updated_on"], stored["sys_id"]) if stored else None
+    base = f"legal_entity={escape(le)}"
+    headers: dict[str, dict[str, Any]] = {}
+    last = cursor
+    for page in snow.iter_keyset(HEADER_TABLE, f"{base}^integration_status=new", fields=HEADER_FIELDS,
+                                 page_size=page_size, cursor=cursor):
+        headers.update((r["sys_id"], r) for r in page.rows)
+        last = page.cursor
+    sources = {"new": len(headers)}
+    # In-progress invoices are re-selected whatever the cursor says: their status was written after the cursor
+    # position was read, and a crash may have stopped the run before the cursor moved (posting.py's docstring).
+    stuck = [r for rows in snow.iter_static(HEADER_TABLE, f"{base}^integration_status=in_progress",
+                                            fields=HEADER_FIELDS) for r in rows]
+    sources["in_progress"] = len(stuck)
+    headers.update((r["sys_id"], r) for r in stuck)
+    retry_ids = [i for i in warehouse.get_cursor(retry_cursor_name(legal_entity), []) if i not in headers]
+    retried = 0
+    for start in range(0, len(retry_ids), _LINE_CHUNK):
+        q = f"{base}^integration_status=error^sys_idIN{_ids_query(retry_ids[start:start + _LINE_CHUNK])}"
+        for rows in snow.iter_static(HEADER_TABLE, q, fields=HEADER_FIELDS):
+            headers.update((r["sys_id"], r) for r in rows)
+            retried += len(rows)
+    sources["retry"] = retried
+    lines: list[dict[str, Any]] = []
+    ids = list(headers)
+    for start in range(0, len(ids), _LINE_CHUNK):
+        q = f"outbound_invoiceIN{_ids_query(ids[start:start + _LINE_CHUNK])}"
+        for rows in snow.iter_static(LINE_TABLE, q, fields=LINE_FIELDS):
+            lines.extend(rows)
+    new_cursor = {"updated_on": last.updated_on, "sys_id": last.sys_id} if last else None
+    return InvoicePoll(legal_entity.lower(), list(headers.values()), lines, new_cursor, sources)
+
+
+# -- incremental BI extract ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IncrementalResult:
+    read: int
+    rows: int
+    since: datetime | None
+    watermark: str | None
+
+
+def extract_incremental(client: D365Client, warehouse: Warehouse, entity: str, legal_entity: str, *,
+                        overlap: timedelta = OVERLAP) -> IncrementalResult:
+    """Read the rows of ``entity`` changed since the stored watermark (minus ``overlap``), merge them into the
+    current snapshot by (dataAreaId, SourceKey), keep the newest version of each, and move the watermark.
+
+    The watermark is stored after the snapshot commits: a crash in between re-reads rows, never skips them."""
+    mark = warehouse.get_cursor(watermark_name(entity, legal_entity))
+    since = datetime.fromisoformat(mark) - overlap if mark else None
+    flt = odata.ge("SysModifiedDateTime", since) if since else None
+    fresh = client.read_all(entity, legal_entity=legal_entity, odata_filter=flt)
+    new = pl.from_dicts(fresh, infer_schema_length=None) if fresh else pl.DataFrame()
+    old = warehouse.read_snapshot(entity, [legal_entity]) if since else pl.DataFrame()
+    old = old.drop([c for c in META_COLUMNS if c in old.columns])
+    frames = [f for f in (old, new) if f.height]
+    merged = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    if merged.height:
+        merged = merged.unique(list(BI_KEYS), keep="last", maintain_order=True)
+    if since is None or new.height:
+        info = warehouse.write_snapshot(entity, legal_entity, [merged] if merged.height else [], BI_KEYS)
+        rows = info.rows
+    else:
+        rows = old.height
+    stamps = [str(r.get("SysModifiedDateTime") or "") for r in fresh]
+    newest = max((_parse_stamp(s) for s in stamps if s), default=None)
+    watermark = newest.isoformat() if newest else mark
+    if watermark and watermark != mark:
+        warehouse.set_cursor(watermark_name(entity, legal_entity), watermark)
+    return IncrementalResult(len(fresh), rows, since, watermark)
+
+
+def _parse_stamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# -- posted status -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatusUpdate:
+    sys_id: str
+    number: str
+    business_key: str
+    erp_number: str
+    posting_date: str
+
+
+def _norm(value: Any) -> str:
+    return str(value or "").casefold()
+
+
+def posted_lookup(jour: pl.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    """Posted invoices by (InvoiceAccount, InvoiceId), compared the way F&O does (case-insensitively)."""
+    if jour.height == 0:
+        return {}
+    return {(_norm(r.get("InvoiceAccount")), _norm(r.get("InvoiceId"))): r for r in jour.to_dicts()}
+
+
+def posted_status_updates(snow: ServiceNowClient, jour: pl.DataFrame, legal_entity: str) -> list[StatusUpdate]:
+    """The processed outbound invoices of ``legal_entity`` that F&O has posted but ServiceNow does not show as
+    posted yet (no ``erp_posting_date``, or ``erp_number`` still the pending HeaderReference)."""
+    posted = posted_lookup(jour)
+    if not posted:
+        return []
+    query = f"legal_entity={escape(legal_entity.upper())}^integration_status=processed"
+    updates = []
+    for rows in snow.iter_static(HEADER_TABLE, query, fields=HEADER_FIELDS):
+        for row in rows:
+            hit = posted.get((_norm(row.get("supplier")), _norm(row.get("supplier_invoice_number"))))
+            if hit is None:
+                continue
+            day = parse_fno_date(hit.get("InvoiceDate"))
+            voucher, date_text = str(hit.get("LedgerVoucher") or ""), day.isoformat() if day else ""
+            if row.get("erp_number") == voucher and row.get("erp_posting_date") == date_text:
+                continue
+            key = business_key([legal_entity.upper(), text_value(row.get("supplier")),
+                                text_value(row.get("supplier_invoice_number"))])
+            updates.append(StatusUpdate(row["sys_id"], row.get("number", ""), key, voucher, date_text))
+    return updates
+
+
+# -- payments ------------------------------------------------------------------------------------------------------
+# DESIGN §5.1 coalesces payment details on (u_erp_source, u_legal_entity, u_payment_reference_id). Our pushed-state
+# key adds the invoice number, because one F&O settlement voucher can pay several invoices and must become one
+# payment detail per invoice; the ServiceNow column u_payment_reference_id stays the settlement voucher. See README.
+PAYMENT_MAPPING = replace(PAYMENT_DETAIL, coalesce=(*PAYMENT_DETAIL.coalesce, "u_erp_invoice_number"))
+PAYMENT_TARGET = SyncTarget("payment_details", PAYMENT_DETAIL.staging_table, per_company=True)
+
+
+def settlement_rows(vend_trans: pl.DataFrame) -> pl.DataFrame:
+    """One row per (payment, invoice) in the shape of a VendTrans invoice row, so the declarative PAYMENT_DETAIL
+    mapping applies unchanged: ``SettleAmountCur`` = this payment's amount, ``LastSettleVoucher`` / ``LastSettleDate``
+    / ``PaymMode`` = the payment's voucher, date and method.
+
+    Why not the invoice row itself (DESIGN §5.1's literal reading): its SettleAmountCur is cumulative and its
+    LastSettleVoucher only the latest payment, so after two partial payments ServiceNow, which sums the payment
+    details of an invoice, would count the first payment twice. The payment rows of VendTrans carry the voucher of
+    the invoice they settled in LastSettleVoucher (F&O marks both sides of a settlement). [INF for real F&O]"""
+    if vend_trans.height == 0 or "TransType" not in vend_trans.columns:
+        return pl.DataFrame()
+    t = vend_trans.with_columns(pl.col("TransType").cast(pl.String), pl.col("Voucher").cast(pl.String),
+                                pl.col("LastSettleVoucher").cast(pl.String).fill_null(""),
+                                pl.col("dataAreaId").cast(pl.String).str.to_lowercase())
+    invoices = t.filter(pl.col("Invoice").cast(pl.String).fill_null("") != "")
+    payments = t.filter((pl.col("TransType") == "Payment") & (pl.col("LastSettleVoucher") != "")).select(
+        "dataAreaId", pl.col("LastSettleVoucher").alias("_invoice_voucher"),
+        pl.col("Voucher").alias("_pay_voucher"), pl.col("AmountCur").alias("_pay_amount"),
+        pl.col("TransDate").alias("_pay_date"), pl.col("PaymMode").alias("_pay_mode"))
+    joined = invoices.join(payments, left_on=["dataAreaId", "Voucher"], right_on=["dataAreaId", "_invoice_voucher"],
+                           how="inner")
+    return joined.with_columns(
+        pl.col("_pay_amount").alias("SettleAmountCur"), pl.col("_pay_voucher").alias("LastSettleVoucher"),
+        pl.col("_pay_date").alias("LastSettleDate"), pl.col("_pay_mode").alias("PaymMode"),
+    ).drop("_pay_amount", "_pay_voucher", "_pay_date", "_pay_mode")
+
+
+def plan_payments(warehouse: Warehouse, ctx: MappingContext, legal_entity: str) -> SyncPlan:
+    """The payment details to push for ``legal_entity``: mapped, then diffed against what was pushed."""
+    source = settlement_rows(warehouse.read_snapshot(VEND_TRANS, [legal_entity]))
+    if source.height:
+        staging = apply_mapping(PAYMENT_MAPPING, source, ctx)
+    else:
+        staging = pl.DataFrame(schema={c: pl.String for c in PAYMENT_MAPPING.column_names})
+    diff: DiffResult = warehouse.diff(PAYMENT_MAPPING, staging, erp_source=ctx.erp_source,
+                                      legal_entities=[legal_entity])
+    held = staging.head(0).with_columns(pl.lit("").alias(BUSINESS_KEY), pl.lit("").alias("_reason"))
+    return SyncPlan(PAYMENT_TARGET, legal_entity, diff, held)
+
+
+# -- reconciliation ------------------------------------------------------------------------------------------------
+def _money(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)).quantize(Decimal("0.01")) if value not in (None, "") else None
+    except InvalidOperation:
+        return None
+
+
+@dataclass
+class Reconciliation:
+    legal_entity: str
+    periods: list[dict[str, Any]]  # per period: counts and amounts on both sides
+    mismatches: list[dict[str, str]]
+
+
+def _iter_rows(snow: ServiceNowClient, table: str, query: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+    for rows in snow.iter_static(table, query, fields=fields):
+        yield from rows
+
+
+def reconcile(snow: ServiceNowClient, d365: D365Client, warehouse: Warehouse, legal_entity: str,
+              period: str | None = None) -> Reconciliation:
+    """ServiceNow's view of every processed outbound invoice of ``legal_entity`` against F&O: pending or posted,
+    ERP number, amount, paid amount and the resulting SN invoice state. ``period`` (``YYYY-MM`` of the invoice
+    date) restricts it to one month; every difference is listed."""
+    le = legal_entity.upper()
+    outbound = [r for r in _iter_rows(snow, HEADER_TABLE, f"legal_entity={escape(le)}^integration_status=processed",
+                                      HEADER_FIELDS)
+                if period is None or str(r.get("invoice_date", "")).startswith(period)]
+    shop = {r["sys_id"]: r for r in _iter_rows(snow, SHOP_INVOICE, f"legal_entity={escape(le)}",
+                                               ["sys_id", "state", "amount_invoiced", "amount_paid"])}
+    posted = posted_lookup(warehouse.read_snapshot(JOUR, [legal_entity]))
+    pending = {(_norm(r.get("InvoiceAccount")), _norm(r.get("InvoiceNumber"))): r for r in d365.read_all(
+        "VendorInvoiceHeaders", legal_entity=legal_entity,
+        select=["dataAreaId", "HeaderReference", "InvoiceAccount", "InvoiceNumber", "ImportedAmount"])}
+    trans = warehouse.read_snapshot(VEND_TRANS, [legal_entity])
+    settled: dict[tuple[str, str], Decimal] = {}
+    if trans.height and "Invoice" in trans.columns:
+        for r in trans.filter(pl.col("Invoice").cast(pl.String).fill_null("") != "").to_dicts():
+            settled[(_norm(r.get("AccountNum")), _norm(r.get("Invoice")))] = abs(_money(r.get("SettleAmountCur"))
+                                                                                 or Decimal(0))
+    periods: dict[str, dict[str, Any]] = {}
+    mismatches: list[dict[str, str]] = []
+
+    def problem(row: dict[str, Any], what: str, sn: Any, fno: Any) -> None:
+        mismatches.append({"number": str(row.get("number", "")), "supplier": str(row.get("supplier", "")),
+                           "invoice": str(row.get("supplier_invoice_number", "")), "problem": what,
+                           "servicenow": str(sn), "d365": str(fno)})
+
+    for row in outbound:
+        key = (_norm(row.get("supplier")), _norm(row.get("supplier_invoice_number")))
+        month = str(row.get("invoice_date", ""))[:7] or "(no date)"
+        p = periods.setdefault(month, {"period": month, "sn_processed": 0, "sn_amount": Decimal(0),
+                                       "fno_pending": 0, "fno_posted": 0, "fno_amount": Decimal(0),
+                                       "sn_paid": 0, "fno_paid": 0, "paid_amount": Decimal(0), "mismatches": 0})
+        before = len(mismatches)
+        amount = _money(row.get("amount_invoiced")) or Decimal(0)
+        p["sn_processed"] += 1
+        p["sn_amount"] += amount
+        inv = shop.get(str(row.get("invoice", "")), {})
+        state = str(inv.get("state", ""))
+        p["sn_paid"] += state == "paid"
+        if key in posted:
+            j = posted[key]
+            p["fno_posted"] += 1
+            fno_amount = _money(j.get("InvoiceAmount")) or Decimal(0)
+            p["fno_amount"] += fno_amount
+            if row.get("erp_number") != j.get("LedgerVoucher"):
+                problem(row, "ERP number is not the posted voucher", row.get("erp_number"), j.get("LedgerVoucher"))
+            if not row.get("erp_posting_date"):
+                problem(row, "posted in Dynamics 365 but no ERP posting date in ServiceNow", "", j.get("InvoiceDate"))
+            if fno_amount != amount:
+                problem(row, "amount differs", amount, fno_amount)
+            paid = settled.get(key, Decimal(0))
+            p["paid_amount"] += paid
+            p["fno_paid"] += paid >= fno_amount > 0
+            sn_paid = _money(inv.get("amount_paid")) or Decimal(0)
+            if sn_paid != paid:
+                problem(row, "paid amount differs", sn_paid, paid)
+            expected = "paid" if paid >= fno_amount > 0 else "pending_payment"
+            if state != expected:
+                problem(row, "invoice state differs", state, expected)
+        elif key in pending:
+            h = pending[key]
+            p["fno_pending"] += 1
+            fno_amount = _money(h.get("ImportedAmount")) or Decimal(0)
+            p["fno_amount"] += fno_amount
+            if row.get("erp_number") != h.get("HeaderReference"):
+                problem(row, "ERP number is not the pending invoice", row.get("erp_number"), h.get("HeaderReference"))
+            if fno_amount != amount:
+                problem(row, "amount differs", amount, fno_amount)
+            if state != "pending_payment":
+                problem(row, "invoice state differs", state, "pending_payment")
+        else:
+            problem(row, "processed in ServiceNow but not found in Dynamics 365", row.get("erp_number"), "")
+        p["mismatches"] += len(mismatches) - before
+    rows = [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in p.items()}
+            for _, p in sorted(periods.items())]
+    return Reconciliation(legal_entity.lower(), rows, mismatches)
+
+
+__all__ = ["HEADER_FIELDS", "JOUR", "LINE_FIELDS", "PAYMENT_MAPPING", "PAYMENT_TARGET", "VEND_TRANS",
+           "IncrementalResult", "InvoicePoll", "Reconciliation", "StatusUpdate", "extract_incremental",
+           "plan_payments", "poll_invoices", "posted_status_updates", "reconcile", "settlement_rows"]

@@ -1,0 +1,139 @@
+"""Fault tests of the invoice posting: a process killed between header and lines, a duplicate-number refusal on
+POST, and an invoice F&O posted before the connector wrote back. Exact end state in both systems."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from d365_snow_assets.clients.d365 import D365Client
+from d365_snow_assets.clients.servicenow import ServiceNowClient
+from d365_snow_assets.invoices import InvoiceReferences, parse_invoices, post_invoices, validate_invoices
+from d365_snow_assets.invoices.adapters import KILL_AFTER_HEADER_ENV, D365Ledger, ServiceNowStatusWriter
+from d365_snow_assets.settings import load_settings
+from d365_snow_assets.sync.invoices import HEADER_FIELDS, LINE_FIELDS
+from d365_snow_assets.warehouse import Warehouse
+
+from .conftest import Connector
+
+OUTBOUND = "sn_spend_intg_outbound_invoice"
+
+
+def _killed_sync(connector: Connector) -> None:
+    """`d365-snow sync` in a child process that SIGKILLs itself right after F&O confirmed the first invoice
+    header POST (the KILL_AFTER_HEADER_ENV hook in invoices/adapters.py), before any of its lines."""
+    cli = Path(sys.executable).parent / "d365-snow"
+    proc = subprocess.run([str(cli), "sync", "--json"], env={**connector.env, KILL_AFTER_HEADER_ENV: "1",
+                                                               "PATH": str(cli.parent)},
+                          capture_output=True, timeout=300, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+
+
+def _headers(connector: Connector) -> list[dict[str, Any]]:
+    return connector.fno('SELECT * FROM "VendorInvoiceHeaders"')
+
+
+def _lines_of(connector: Connector, le: str, reference: str) -> list[int]:
+    return sorted(int(r["InvoiceLineNumber"]) for r in connector.fno(
+        'SELECT "InvoiceLineNumber" FROM "VendorInvoiceLines" WHERE "dataAreaId" = ? AND "HeaderReference" = ?',
+        [le, reference]))
+
+
+def _sn_lines(connector: Connector, sys_id: str) -> list[int]:
+    return sorted(int(r["line_number"]) for r in connector.snow("sn_spend_intg_outbound_invoice_line",
+                                                                f"outbound_invoice={sys_id}"))
+
+
+def test_killed_between_header_and_lines_then_rerun_gives_one_complete_invoice(connector: Connector) -> None:
+    _killed_sync(connector)
+    headers = _headers(connector)
+    assert len(headers) == 1  # the kill came after the first header, before its lines
+    crashed = headers[0]
+    assert _lines_of(connector, crashed["dataAreaId"], crashed["HeaderReference"]) == []
+    stuck = connector.snow(OUTBOUND, "integration_status=in_progress")
+    assert [s["number"] for s in stuck] == [crashed["DocumentNumber"]]
+
+    connector.sync()
+    headers = _headers(connector)
+    keys = Counter((h["dataAreaId"], h["InvoiceAccount"], h["InvoiceNumber"].casefold()) for h in headers)
+    assert max(keys.values()) == 1
+    again = next(h for h in headers if h["DocumentNumber"] == crashed["DocumentNumber"])
+    assert again["HeaderReference"] == crashed["HeaderReference"]
+    sn = connector.snow(OUTBOUND, f"number={crashed['DocumentNumber']}")[0]
+    assert sn["integration_status"] == "processed"
+    assert sn["erp_number"] == crashed["HeaderReference"]
+    assert _lines_of(connector, crashed["dataAreaId"], crashed["HeaderReference"]) == _sn_lines(connector, sn["sys_id"])
+    processed = connector.snow(OUTBOUND, "integration_status=processed")
+    assert len(headers) == len(processed)
+    assert not connector.snow(OUTBOUND, "integration_status=in_progress")
+
+
+def test_invoice_posted_before_write_back_is_not_touched_and_servicenow_is_updated(connector: Connector) -> None:
+    _killed_sync(connector)
+    crashed = _headers(connector)[0]
+    # F&O posts the (header-only) pending invoice before the connector comes back.
+    posted = connector.server.world.d365.post_invoices([crashed["HeaderReference"]])
+    assert len(posted["posted"]) == 1
+    voucher = posted["posted"][0]["LedgerVoucher"]
+    jour_before = connector.fno('SELECT * FROM "VendInvoiceJourBiEntities" ORDER BY "SourceKey"')
+
+    connector.sync()
+    sn = connector.snow(OUTBOUND, f"number={crashed['DocumentNumber']}")[0]
+    assert sn["integration_status"] == "processed"
+    assert sn["erp_number"] == voucher
+    assert sn["erp_posting_date"]
+    # Not touched: no line added to it, no new pending invoice with its key, the journal row unchanged.
+    assert _lines_of(connector, crashed["dataAreaId"], crashed["HeaderReference"]) == []
+    assert not [h for h in _headers(connector) if h["DocumentNumber"] == crashed["DocumentNumber"]]
+    jour_after = {r["SourceKey"]: r for r in connector.fno('SELECT * FROM "VendInvoiceJourBiEntities"')}
+    for row in jour_before:
+        assert jour_after[row["SourceKey"]] == row
+    audit = Warehouse(connector.home / "warehouse.duckdb")
+    with audit.reader() as con:
+        outcomes = {r[0] for r in con.execute(
+            "SELECT outcome FROM audit WHERE target_id = ? AND asset_key = 'invoices/posting'", [voucher]).fetchall()}
+    assert outcomes == {"posted"}
+
+
+class _BlindFirstLookup(D365Ledger):
+    """The first pending lookup misses (a stale read or a concurrent writer), so the header POST meets F&O's
+    duplicate check; every later lookup is real."""
+
+    def __init__(self, client: D365Client) -> None:
+        super().__init__(client)
+        self.blind = True
+
+    def find_pending(self, legal_entity: str, invoice_account: str, invoice_number: str) -> Any:
+        if self.blind:
+            self.blind = False
+            return None
+        return super().find_pending(legal_entity, invoice_account, invoice_number)
+
+
+def test_duplicate_number_on_post_is_resolved_by_lookup(connector: Connector) -> None:
+    connector.sync()  # snapshots + every valid invoice posted once
+    settings = load_settings()
+    wh = Warehouse(connector.home / "warehouse.duckdb")
+    target = connector.snow(OUTBOUND, "integration_status=processed^legal_entity=USMF")[0]
+    header = next(h for h in _headers(connector) if h["DocumentNumber"] == target["number"])
+    # Remove one line in F&O and hand the invoice back to the connector as new.
+    le, ref = header["dataAreaId"], header["HeaderReference"]
+    with D365Client(settings) as d365, ServiceNowClient(settings) as snow:
+        first_line = _lines_of(connector, le, ref)[0]
+        d365.delete("VendorInvoiceLines", {"dataAreaId": le, "HeaderReference": ref, "InvoiceLineNumber": first_line})
+        snow.patch(OUTBOUND, target["sys_id"], {"integration_status": "new"})
+        headers = [snow.get_record(OUTBOUND, target["sys_id"], fields=HEADER_FIELDS)]
+        lines = [r for rows in snow.iter_static("sn_spend_intg_outbound_invoice_line",
+                                                f"outbound_invoice={target['sys_id']}", fields=LINE_FIELDS)
+                 for r in rows]
+        verdicts = validate_invoices(parse_invoices(headers, lines), InvoiceReferences.from_warehouse(wh, [le]))
+        [result] = post_invoices(verdicts, _BlindFirstLookup(d365), ServiceNowStatusWriter(snow))
+    assert result.outcome == "reused", result
+    assert result.erp_number == ref
+    assert [h for h in _headers(connector) if h["DocumentNumber"] == target["number"]] == [header]
+    assert _lines_of(connector, le, ref) == _sn_lines(connector, target["sys_id"])
+    assert connector.snow(OUTBOUND, f"sys_id={target['sys_id']}")[0]["integration_status"] == "processed"

@@ -1,0 +1,113 @@
+"""The invoice round trip end to end through `d365-snow sync` (real sockets, real Dagster, exact end state):
+approved ServiceNow invoices → F&O pending invoices → posted status and payments back → reconciliation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+from d365_snow_assets.warehouse import Warehouse
+
+from .conftest import Connector
+
+OUTBOUND = "sn_spend_intg_outbound_invoice"
+MISMATCH_CHECKS = {"invoices/reconciliation:no_mismatches"}
+
+
+def _outbound(connector: Connector) -> dict[str, dict[str, str]]:
+    return {r["sys_id"]: r for r in connector.snow(OUTBOUND)}
+
+
+def _fno_key(le: str, account: str, number: str) -> tuple[str, str, str]:
+    return le.lower(), account, number.casefold()
+
+
+def _money(value: object) -> Decimal:
+    return Decimal(str(value)).quantize(Decimal("0.01"))
+
+
+def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector: Connector) -> None:
+    summary = connector.sync()
+    assert summary["ok"]
+    assert not set(summary["failed_checks"]) & MISMATCH_CHECKS
+    outbound = _outbound(connector)
+    invalid = connector.server.world.snow.invalid_invoices
+    processed = {s: r for s, r in outbound.items() if r["integration_status"] == "processed"}
+    errors = {s: r for s, r in outbound.items() if r["integration_status"] == "error"}
+    assert set(processed) | set(errors) == set(outbound)  # nothing left new / in_progress
+    assert set(invalid) <= set(errors)
+    assert all(r["processing_message"].strip() for r in errors.values())
+
+    # Exactly one pending F&O invoice per processed ServiceNow invoice, and none for the rejected ones.
+    headers = connector.fno('SELECT * FROM "VendorInvoiceHeaders"')
+    by_key = Counter(_fno_key(h["dataAreaId"], h["InvoiceAccount"], h["InvoiceNumber"]) for h in headers)
+    assert all(n == 1 for n in by_key.values())
+    assert len(headers) == len(processed)
+    header_of = {_fno_key(h["dataAreaId"], h["InvoiceAccount"], h["InvoiceNumber"]): h for h in headers}
+    sn_lines = connector.snow("sn_spend_intg_outbound_invoice_line")
+    fno_lines = connector.fno('SELECT * FROM "VendorInvoiceLines"')
+    for sys_id, inv in processed.items():
+        h = header_of[_fno_key(inv["legal_entity"], inv["supplier"], inv["supplier_invoice_number"])]
+        assert inv["erp_number"] == h["HeaderReference"]
+        assert h["DocumentNumber"] == inv["number"]
+        assert _money(h["ImportedAmount"]) == _money(inv["amount_invoiced"])
+        expected = sorted((int(li["line_number"]), _money(li["amount"]), Decimal(li["quantity"] or 0))
+                          for li in sn_lines if li["outbound_invoice"] == sys_id)
+        actual = sorted((int(fl["InvoiceLineNumber"]), _money(fl["Amount"]), Decimal(str(fl["InventNow"] or 0)))
+                        for fl in fno_lines if fl["HeaderReference"] == h["HeaderReference"]
+                        and fl["dataAreaId"] == h["dataAreaId"])
+        assert actual == expected, inv["number"]
+    for inv in errors.values():
+        assert _fno_key(inv["legal_entity"], inv["supplier"], inv["supplier_invoice_number"]) not in header_of
+
+    audit = Warehouse(connector.home / "warehouse.duckdb")
+    with audit.reader() as con:
+        rejected = {r[0] for r in con.execute(
+            "SELECT business_key FROM audit WHERE asset_key = 'invoices/posting' AND outcome = 'rejected'").fetchall()}
+    assert len(rejected) == len(errors)
+
+    # F&O posts every pending invoice and pays two of them: one in full, one partially.
+    world = connector.server.world
+    world.d365.post_invoices()
+    ordered = sorted(processed.values(), key=lambda r: r["number"])
+    full, partial = ordered[0], ordered[1]
+    paid = world.d365.pay_invoices([
+        {"InvoiceId": full["supplier_invoice_number"], "dataAreaId": full["legal_entity"].lower(),
+         "InvoiceAccount": full["supplier"]},
+        {"InvoiceId": partial["supplier_invoice_number"], "dataAreaId": partial["legal_entity"].lower(),
+         "InvoiceAccount": partial["supplier"], "Amount": 10},
+    ])
+    assert len(paid["paid"]) == 2, paid
+
+    summary = connector.sync()
+    assert summary["ok"]
+    assert not set(summary["failed_checks"]) & MISMATCH_CHECKS, summary["failed_checks"]
+    jour = {_fno_key(j["dataAreaId"], j["InvoiceAccount"], j["InvoiceId"]): j
+            for j in connector.fno('SELECT * FROM "VendInvoiceJourBiEntities"')}
+    after = _outbound(connector)
+    shop = {r["sys_id"]: r for r in connector.snow("sn_shop_invoice")}
+    for sys_id in processed:
+        inv = after[sys_id]
+        j = jour[_fno_key(inv["legal_entity"], inv["supplier"], inv["supplier_invoice_number"])]
+        assert inv["erp_number"] == j["LedgerVoucher"]
+        assert inv["erp_posting_date"] == str(j["InvoiceDate"])[:10]
+    assert shop[after[full["sys_id"]]["invoice"]]["state"] == "paid"
+    partial_invoice = shop[after[partial["sys_id"]]["invoice"]]
+    assert partial_invoice["state"] == "pending_payment"
+    assert _money(partial_invoice["amount_paid"]) == Decimal("10.00")
+    others = [shop[after[s]["invoice"]]["state"] for s in processed if s not in (full["sys_id"], partial["sys_id"])]
+    assert set(others) == {"pending_payment"}
+
+    # A third sync with nothing changed sends nothing again and still reconciles.
+    imports_before = len(connector.snow("sys_import_set_row"))
+    summary = connector.sync()
+    assert not set(summary["failed_checks"]) & MISMATCH_CHECKS
+    assert len(connector.snow("sys_import_set_row")) == imports_before
+
+    # An invoice changed in ServiceNow behind the connector's back is reported by the reconciliation.
+    changed = after[ordered[2]["sys_id"]]
+    world.snow.update(OUTBOUND, changed["sys_id"], {"amount_invoiced": str(_money(changed["amount_invoiced"]) + 1)})
+    summary = connector.sync()
+    assert summary["ok"]
+    failed = [c for c in summary["failed_checks"] if c in MISMATCH_CHECKS]
+    assert len(failed) == 1
