@@ -48,7 +48,7 @@ def summarize(outcomes: list[RunOutcome], prefix: str) -> dict[str, dict[str, in
         for asset, metadata in outcome.materializations.items():
             if not asset.startswith(prefix):
                 continue
-            bucket = totals.setdefault(asset.removeprefix(prefix), {})
+            bucket = totals.setdefault(asset.removeprefix(prefix).removesuffix("_changes"), {})
             for key, value in metadata.items():
                 if isinstance(value, int) and (key.startswith(("outcome_", "rows_")) or key in {"rejected", "errors"}):
                     name = key.removeprefix("outcome_").removeprefix("rows_")

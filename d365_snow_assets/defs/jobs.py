@@ -2,10 +2,14 @@
 
 import dagster as dg
 
+from ..sync.targets import TARGETS
+from .d365_extract.assets import extract_key
+from .snow_sync.assets import plan_key, push_key
+
+_SHARED_TARGETS = [t for t in TARGETS if not t.per_company]
 SHARED_SELECTION = dg.AssetSelection.assets(
-    ["d365", "MainAccounts"], ["d365", "FinancialDimensionValues"],
-    ["plan", "sn_fin_gl_account"], ["plan", "cmn_cost_center"],
-    ["servicenow", "sn_fin_gl_account"], ["servicenow", "cmn_cost_center"],
+    extract_key("MainAccounts"), extract_key("FinancialDimensionValues"),
+    *(plan_key(t) for t in _SHARED_TARGETS), *(push_key(t) for t in _SHARED_TARGETS),
 )
 PER_COMPANY_SELECTION = dg.AssetSelection.groups("d365_extract", "plan", "servicenow") - SHARED_SELECTION
 

@@ -25,7 +25,7 @@ def test_po_line_check_warns_about_held_back_lines_and_lets_the_rest_through(con
             continue
         check = _evaluations(instance, outcome.run_id)["lines_reference_active_accounts"]
         held_count = check.metadata["held_back"].value
-        plan_meta = outcome.materializations["plan/sn_shop_purchase_order_line"]
+        plan_meta = outcome.materializations["plan/sn_shop_purchase_order_line_changes"]
         assert held_count == plan_meta["rows_held_back"] > 0
         assert check.metadata["violations_in_push"].value == 0
         # Held-back lines make the check a warning (the rest is pushed), never an error that blocks the push.

@@ -19,8 +19,8 @@ EXPECTED = {
     ("d365", "PurchaseOrderHeadersV2"): ("d365_extract", "odata"),
     ("d365", "PurchaseOrderLinesV2"): ("d365_extract", "odata"),
     ("d365", "MainAccounts"): ("d365_extract", "odata"),
-    ("plan", "sn_fin_supplier"): ("plan", "duckdb"),
-    ("plan", "sn_shop_purchase_order_line"): ("plan", "duckdb"),
+    ("plan", "sn_fin_supplier_changes"): ("plan", "duckdb"),
+    ("plan", "sn_shop_purchase_order_line_changes"): ("plan", "duckdb"),
     ("servicenow", "sn_fin_supplier"): ("servicenow", "servicenow"),
     ("servicenow", "sn_shop_purchase_order"): ("servicenow", "servicenow"),
     ("servicenow", "sn_shop_purchase_order_line"): ("servicenow", "servicenow"),
@@ -60,7 +60,7 @@ def test_graphql_shows_our_assets_groups_kinds_and_checks(webserver):
         assert kind in nodes[key]["kinds"], (key, nodes[key]["kinds"])
         assert nodes[key]["description"], f"{'/'.join(key)} has no description"
 
-    checks = webserver.graphql(CHECKS, {"path": ["plan", "sn_shop_purchase_order_line"]})["assetNodeOrError"]
+    checks = webserver.graphql(CHECKS, {"path": ["plan", "sn_shop_purchase_order_line_changes"]})["assetNodeOrError"]
     found = {c["name"]: c["blocking"] for c in checks["assetChecksOrError"]["checks"]}
     assert found.get("lines_reference_active_accounts") is True  # blocking: bad lines never reach ServiceNow
     assert checks["isPartitioned"] is True  # per legal entity
@@ -95,7 +95,7 @@ def test_asset_page_renders(webserver, browser_page):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "asset-sn_fin_supplier.png"), full_page=True)
 
-    page.goto(f"{webserver.base}/assets/plan/sn_shop_purchase_order_line?view=checks", wait_until="load")
+    page.goto(f"{webserver.base}/assets/plan/sn_shop_purchase_order_line_changes?view=checks", wait_until="load")
     page.get_by_text("lines_reference_active_accounts").first.wait_for(state="visible")
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "asset-plan-po-line-checks.png"), full_page=True)

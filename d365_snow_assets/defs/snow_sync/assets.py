@@ -20,7 +20,8 @@ ACCOUNTS_CHECK = "lines_reference_active_accounts"
 
 
 def plan_key(target: SyncTarget) -> dg.AssetKey:
-    return dg.AssetKey(["plan", target.mapping().target_table])
+    # Named apart from the push asset: the lineage graph labels nodes by the last key part only.
+    return dg.AssetKey(["plan", f"{target.mapping().target_table}_changes"])
 
 
 def push_key(target: SyncTarget) -> dg.AssetKey:
