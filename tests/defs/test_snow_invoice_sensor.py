@@ -1,0 +1,44 @@
+"""The approved-invoice sensor: requests runs only for legal entities with waiting invoices, never twice for the
+same work, moves only with committed work, and leaves everything alone when ServiceNow cannot be read."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from d365_snow_assets.defs.automation.snow_invoices import snow_approved_invoices
+
+from .conftest import Connector
+
+
+def _evaluate() -> dg.SensorResult | dg.SkipReason:
+    with dg.instance_for_test() as instance:
+        return snow_approved_invoices(dg.build_sensor_context(instance=instance))
+
+
+def _waiting_les(connector: Connector) -> set[str]:
+    rows = connector.snow("sn_spend_intg_outbound_invoice", "integration_status=new")
+    return {r["legal_entity"].lower() for r in rows}
+
+
+def test_requests_follow_committed_work(connector: Connector, monkeypatch) -> None:
+    first = _evaluate()
+    assert isinstance(first, dg.SensorResult)
+    assert {r.partition_key for r in first.run_requests} == _waiting_les(connector) != set()
+    again = _evaluate()
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+
+    connector.sync()  # runs the invoice round trip of every legal entity and commits its cursor
+    assert _waiting_les(connector) == set()
+    assert isinstance(_evaluate(), dg.SkipReason)
+
+    connector.server.world.snow.approve_invoices(2)
+    later = _evaluate()
+    assert isinstance(later, dg.SensorResult)
+    assert {r.partition_key for r in later.run_requests} == _waiting_les(connector)
+    assert not {r.run_key for r in later.run_requests} & {r.run_key for r in first.run_requests}
+
+    monkeypatch.setenv("D365SNOW_SNOW_AUTH", "basic")
+    monkeypatch.setenv("D365SNOW_SNOW_PASSWORD", "wrong-password")
+    refused = _evaluate()
+    assert isinstance(refused, dg.SkipReason)
+    assert "ServiceNow could not be read" in (refused.skip_message or "")
