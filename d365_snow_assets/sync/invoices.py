@@ -199,6 +199,24 @@ def posted_status_updates(snow: ServiceNowClient, jour: pl.DataFrame, legal_enti
     return updates
 
 
+def apply_status_updates(snow: ServiceNowClient, updates: Sequence[StatusUpdate],
+                         audit_base: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """PATCH each posted invoice's ERP number and posting date; audit rows (``audit_base`` + per-record fields) and
+    the error count. One failed PATCH does not stop the others; the next run offers it again."""
+    rows, errors = [], 0
+    for u in updates:
+        values = {"erp_number": u.erp_number, "erp_posting_date": u.posting_date}
+        outcome, message = "updated", None
+        try:
+            snow.patch(HEADER_TABLE, u.sys_id, values, fields=["sys_id"])
+        except Exception as exc:
+            outcome, message, errors = "error", str(exc), errors + 1
+        rows.append({**audit_base, "direction": "d365_to_snow", "entity": HEADER_TABLE,
+                     "business_key": u.business_key, "payload": values, "target": HEADER_TABLE,
+                     "target_id": u.sys_id, "outcome": outcome, "message": message})
+    return rows, errors
+
+
 # -- payments ------------------------------------------------------------------------------------------------------
 # DESIGN §5.1 coalesces payment details on (u_erp_source, u_legal_entity, u_payment_reference_id). Our pushed-state
 # key adds the invoice number, because one F&O settlement voucher can pay several invoices and must become one

@@ -22,6 +22,7 @@ from ...sync.invoices import (
     PAYMENT_MAPPING,
     VEND_TRANS,
     InvoicePoll,
+    apply_status_updates,
     extract_incremental,
     plan_payments,
     poll_cursor_name,
@@ -155,19 +156,9 @@ def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
     wh = warehouse.open()
     client = snow.client()
     updates = posted_status_updates(client, wh.read_snapshot(JOUR, [le]), le)
-    rows, errors = [], 0
-    for u in updates:
-        values = {"erp_number": u.erp_number, "erp_posting_date": u.posting_date}
-        outcome, message = "updated", None
-        try:
-            client.patch(HEADER_TABLE, u.sys_id, values, fields=["sys_id"])
-        except Exception as exc:  # one failed PATCH must not stop the others; the next run offers it again
-            outcome, message, errors = "error", str(exc), errors + 1
-        rows.append({"run_id": context.run.run_id, "asset_key": context.asset_key.to_user_string(),
-                     "partition": le, "direction": "d365_to_snow", "entity": HEADER_TABLE,
-                     "business_key": u.business_key, "payload": values, "target": HEADER_TABLE,
-                     "target_id": u.sys_id, "outcome": outcome, "message": message,
-                     "attempt": context.retry_number + 1})
+    rows, errors = apply_status_updates(client, updates, {
+        "run_id": context.run.run_id, "asset_key": context.asset_key.to_user_string(), "partition": le,
+        "attempt": context.retry_number + 1})
     if rows:
         wh.write_audit(rows)
     metadata: dict[str, Any] = {"dagster/row_count": len(updates), "outcome_updated": len(updates) - errors,
