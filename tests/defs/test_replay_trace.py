@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+import polars as pl
+
 from d365_snow_assets.clients.servicenow import ServiceNowClient
+from d365_snow_assets.commands.runs import open_instance
+from d365_snow_assets.definitions import defs
 from d365_snow_assets.mapping import MappingContext
 from d365_snow_assets.sandbox.faults import FaultProfile
 from d365_snow_assets.settings import load_settings
@@ -16,7 +20,8 @@ from d365_snow_assets.warehouse import Warehouse
 from .conftest import Connector
 
 
-def test_unreachable_servicenow_is_audited_and_replay_repairs_it_once(connector: Connector) -> None:
+def _fail_a_push(connector: Connector) -> tuple[Warehouse, int, pl.DataFrame]:
+    """Push USMF's suppliers while ServiceNow answers only 5xx: every row audited as not sent."""
     assert connector.cli("plan").exit_code == 0  # extracts the snapshots, pushes nothing
     settings = load_settings()
     warehouse = Warehouse(connector.home / "warehouse.duckdb")
@@ -37,6 +42,11 @@ def test_unreachable_servicenow_is_audited_and_replay_repairs_it_once(connector:
     failed = warehouse.failed_records()
     assert failed.height == vendors
     assert failed.get_column("message").str.starts_with("not sent: ").all()
+    return warehouse, vendors, failed
+
+
+def test_unreachable_servicenow_is_audited_and_replay_repairs_it_once(connector: Connector) -> None:
+    warehouse, vendors, failed = _fail_a_push(connector)
 
     replayed = connector.cli("replay", "--all-failed")
     assert replayed.exit_code == 0, replayed.stderr
@@ -63,3 +73,13 @@ def test_unreachable_servicenow_is_audited_and_replay_repairs_it_once(connector:
     assert "error" in traced.stdout and "inserted" in traced.stdout and "not sent" in traced.stdout
     unknown = connector.cli("trace", "D365FO|USMF|no-such-vendor")
     assert unknown.exit_code == 1 and "No audit rows" in unknown.stderr
+
+
+def test_replay_job_repairs_failed_records_from_the_ui(connector: Connector) -> None:
+    warehouse, vendors, _failed = _fail_a_push(connector)
+    instance = open_instance(load_settings())
+    job = defs().resolve_job_def("replay_failed")
+    config = {"ops": {"replay_failed_records": {"config": {"all_failed": True}}}}
+    assert job.execute_in_process(run_config=config, instance=instance).success
+    assert len(connector.snow("sn_fin_supplier", "erp_source=D365FO^legal_entity=USMF")) == vendors
+    assert warehouse.failed_records().height == 0
