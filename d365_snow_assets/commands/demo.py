@@ -119,8 +119,11 @@ def _print_invoices(outcomes: list[RunOutcome], server: Any) -> None:
 def _serve_ui(home: Path, env: dict[str, str], port: int) -> None:
     """Run the Dagster webserver on the demo's instance until Ctrl+C (the sandbox keeps serving meanwhile)."""
     dagster_home = (home / "dagster").resolve()
-    command = [sys.executable, "-m", "dagster_webserver", "-m", "d365_snow_assets.definitions",
-               "-h", "127.0.0.1", "-p", str(port)]
+    # The same location name as the repo's workspace.yaml, so the UI and `dagster dev` agree on it.
+    workspace = dagster_home / "workspace.yaml"
+    workspace.write_text("load_from:\n  - python_module:\n      module_name: d365_snow_assets.definitions\n"
+                         "      location_name: d365_snow_assets\n")
+    command = [sys.executable, "-m", "dagster_webserver", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
     console.print(f"Dagster UI: http://127.0.0.1:{port}/asset-groups  (Ctrl+C to stop)")
     with contextlib.suppress(KeyboardInterrupt):
         # Our own interpreter and module, no shell and no user-supplied words: nothing untrusted to execute.
