@@ -6,7 +6,8 @@ from pathlib import Path
 import dagster as dg
 
 # Dagster's own @sensor passes its beta `owners` parameter through even when unset; nothing here uses it.
-warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `SensorDefinition", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `SensorDefinition",
+                        category=dg.BetaWarning)
 
 
 @dg.definitions
