@@ -113,7 +113,8 @@ def _invoice_number(rng: random.Random, n: int, vendor: str) -> str:
     if kind == 6:
         return f"RÉF-Ü{n:05d}-€"
     if kind == 7:
-        return f"{vendor}/INV'^{n:05d}"
+        # F&O's InvoiceNumber holds 20 characters; a long vendor account must not make a "valid" invoice invalid.
+        return f"{vendor[-8:]}/INV'^{n:05d}"
     return f"INV-{rng.randint(10, 99)}-{n:05d}"
 
 

@@ -1,0 +1,49 @@
+"""Chaos fixtures: one seed per session (``CHAOS_SEED``, else random, always printed so a failure can be replayed),
+a sandbox whose data and faults follow it, and the figures the suites report at the end."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from d365_snow_assets.sandbox.config import SandboxConfig, SandboxDataSize
+from d365_snow_assets.sandbox.server import SandboxServer
+from tests.defs.conftest import Connector
+
+SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 1_000_000))
+FIGURES: Counter[str] = Counter()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and any("tests/chaos" in str(item.path) for item in session.items):
+        reporter.write_line(f"chaos: CHAOS_SEED={SEED} (replay with CHAOS_SEED={SEED} pytest -m chaos)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.write_line(f"chaos: CHAOS_SEED={SEED} " + " ".join(
+            f"{name}={FIGURES[name]}" for name in sorted(FIGURES)))
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A generator per test, derived from the session seed and the test's name (tests stay independent)."""
+    return random.Random(f"{SEED}:{request.node.name}")
+
+
+@pytest.fixture
+def chaos_connector(tmp_path: Path, rng: random.Random) -> Iterator[Connector]:
+    data = SandboxDataSize.small(seed=rng.randrange(1, 1_000_000))
+    with SandboxServer(SandboxConfig(data=data)) as server:
+        home = tmp_path / "home"
+        env = {**server.env(), "D365SNOW_HOME": str(home)}
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in env.items():
+                mp.setenv(name, value)
+            yield Connector(server, home, env)
