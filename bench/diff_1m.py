@@ -11,6 +11,7 @@ import os
 # One core for both engines: polars reads this at import time, DuckDB gets threads=1 below.
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
+import json
 import sys
 import tempfile
 import time
@@ -21,8 +22,6 @@ import polars as pl
 from d365_snow_assets.mapping.targets import ORDER_LINE
 from d365_snow_assets.warehouse import Warehouse, state
 from d365_snow_assets.warehouse import diff as diff_module
-
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 
 
 def staging(n: int, offset: int = 0, changed_every: int = 0) -> pl.DataFrame:
@@ -43,23 +42,33 @@ def staging(n: int, offset: int = 0, changed_every: int = 0) -> pl.DataFrame:
     )
 
 
-def main() -> None:
+def run(n: int) -> dict:
+    """Seconds for one diff of ``n`` staging rows against ``n`` pushed keys, on one thread, plus the counts."""
     with tempfile.TemporaryDirectory() as tmp:
         wh = Warehouse(Path(tmp) / "bench.duckdb", threads=1)
-        old = staging(N)
+        old = staging(n)
         with wh.writer() as con:
             first = diff_module.diff(con, ORDER_LINE, old, erp_source="D365FO", legal_entities=["usmf", "demf"])
             state.record_push_results(con, ORDER_LINE.target_table,
                                       first.inserts.with_columns(outcome=pl.lit("inserted")))
-        gone = N // 100
-        new = pl.concat([staging(N - gone, offset=gone, changed_every=100), staging(gone, offset=N)])
+        gone = max(n // 100, 1)
+        new = pl.concat([staging(n - gone, offset=gone, changed_every=100), staging(gone, offset=n)])
         with wh.reader() as con:
             con.execute("SET threads = 1")
             start = time.perf_counter()
             result = diff_module.diff(con, ORDER_LINE, new, erp_source="D365FO", legal_entities=["usmf", "demf"])
             elapsed = time.perf_counter() - start
-        print(f"diff of {new.height:,} staging rows vs {N:,} pushed keys on 1 thread: {elapsed:.2f} s  "
-              f"{result.counts}")
+    return {"rows": new.height, "pushed_keys": n, "seconds": elapsed, "counts": result.counts}
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    out = run(n)
+    if "--json" in sys.argv:
+        print(json.dumps(out, default=str))
+        return
+    print(f"diff of {out['rows']:,} staging rows vs {n:,} pushed keys on 1 thread: {out['seconds']:.2f} s  "
+          f"{out['counts']}")
 
 
 if __name__ == "__main__":

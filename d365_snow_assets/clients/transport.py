@@ -89,12 +89,19 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def throttle_wait(response: httpx.Response, now: float) -> float | None:
-    """The server's requested wait for a 429/503: Retry-After, else ServiceNow's X-RateLimit-Reset (epoch s)."""
+    """The server's requested wait for a 429/503: Retry-After, else ServiceNow's X-RateLimit-Reset (epoch s).
+
+    When both are present and agree to within Retry-After's whole-second rounding, the reset instant is used: it
+    says when the window reopens to the sub-second, where Retry-After rounds up and so idles up to a second of
+    every window (bench/: push under a rate limit). A reset that disagrees (clock skew) is ignored.
+    """
     wait = parse_retry_after(response.headers.get("retry-after"), now)
-    if wait is None:
-        reset = response.headers.get("x-ratelimit-reset", "").strip()
-        if reset.isdigit():
-            wait = max(0.0, int(reset) - now)
+    reset = response.headers.get("x-ratelimit-reset", "").strip()
+    if not reset.isdigit():
+        return wait
+    until_reset = max(0.0, int(reset) - now)
+    if wait is None or wait - 1.0 <= until_reset <= wait:
+        return until_reset
     return wait
 
 

@@ -33,8 +33,9 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
         legal_entity = context.partition_key if spec.per_company else None
         started = time.monotonic()
-        pages = d365.client().iter_pages(spec.entity_set, legal_entity=legal_entity,
-                                         select=spec.select(load_mappings()), odata_filter=spec.odata_filter)
+        # Frames, not dicts: the page body goes to columns inside polars (bench/: about 3x less client CPU).
+        pages = d365.client().iter_frames(spec.entity_set, legal_entity=legal_entity,
+                                          select=spec.select(load_mappings()), odata_filter=spec.odata_filter)
         info = warehouse.open().write_snapshot(spec.entity_set, legal_entity or SHARED, pages, spec.key_columns)
         seconds = time.monotonic() - started
         context.log.info(f"{spec.entity_set} ({legal_entity or 'all companies'}): {info.rows} rows in {seconds:.1f} s")

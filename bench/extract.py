@@ -1,0 +1,155 @@
+"""Section 1: extract F&O PO lines → DuckDB. Ours vs a dlt ``rest_api`` pipeline vs the sandbox ceiling.
+
+Each contender runs in its own child process (``python -m bench.extract CONTENDER WORKDIR``) against the same
+sandbox process, so its peak RSS is its own and it competes with the sandbox for the same two cores, as a
+connector would with a co-located F&O.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ENTITY = "PurchaseOrderLinesV2"
+PARALLEL = os.environ.get("BENCH_DLT_PARALLEL", "1") == "1"
+
+
+def _settings() -> Any:
+    from d365_snow_assets.settings import load_settings
+
+    return load_settings(require=["d365"], use_store=False)
+
+
+def _select() -> list[str]:
+    from d365_snow_assets.defs.d365_extract.specs import EXTRACTS
+    from d365_snow_assets.sync.targets import load_mappings
+
+    spec = next(s for s in EXTRACTS if s.entity_set == ENTITY)
+    return spec.select(load_mappings())
+
+
+def ours(workdir: Path) -> dict[str, Any]:
+    """The extract asset's body (client.iter_pages → Warehouse.write_snapshot), one thread per legal entity."""
+    from d365_snow_assets.clients.d365 import D365Client
+    from d365_snow_assets.defs.d365_extract.specs import EXTRACTS
+    from d365_snow_assets.warehouse import Warehouse
+
+    settings = _settings()
+    spec = next(s for s in EXTRACTS if s.entity_set == ENTITY)
+    select = _select()
+    warehouse = Warehouse(workdir / "ours.duckdb")
+    with D365Client(settings) as client:
+        client.token()  # token acquisition is not extraction
+        start = time.perf_counter()
+
+        def one(le: str) -> int:
+            pages = client.iter_frames(ENTITY, legal_entity=le, select=select, odata_filter=spec.odata_filter)
+            return warehouse.write_snapshot(ENTITY, le, pages, spec.key_columns).rows
+
+        with ThreadPoolExecutor(len(settings.legal_entities)) as pool:
+            rows = sum(pool.map(one, settings.legal_entities))
+        seconds = time.perf_counter() - start
+    return {"rows": rows, "seconds": seconds, "requests": client.transport.stats.requests}
+
+
+def ceiling(workdir: Path) -> dict[str, Any]:
+    """Raw GETs of the same pages, one stream per legal entity, following nextLink found by a byte search: the
+    time the sandbox needs to serve the pages with no client work."""
+    import httpx
+
+    from d365_snow_assets.clients.d365 import EntraTokenProvider
+
+    settings = _settings()
+    token = EntraTokenProvider(settings).token()
+    select = ",".join(_select())
+    verify = ssl.create_default_context(cafile=str(settings.ca_bundle))
+    link = re.compile(rb'"@odata\.nextLink":"([^"]+)"')
+    count_re = re.compile(rb'\{"')
+    base = settings.d365_odata_root
+    with httpx.Client(verify=verify, timeout=120, headers={"Authorization": f"Bearer {token}"},
+                      limits=httpx.Limits(max_connections=16)) as http:
+        start = time.perf_counter()
+
+        def one(le: str) -> int:
+            url: str | None = f"{base}/{ENTITY}"
+            params: dict[str, str] | None = {"cross-company": "true", "$filter": f"dataAreaId eq '{le}'",
+                                             "$select": select}
+            rows = 0
+            while url:
+                body = http.get(url, params=params).content
+                rows += len(count_re.findall(body)) - 1  # objects in the page, minus the envelope
+                match = link.search(body)
+                url, params = (match.group(1).decode().replace("\\/", "/"), None) if match else (None, None)
+            return rows
+
+        with ThreadPoolExecutor(len(settings.legal_entities)) as pool:
+            rows = sum(pool.map(one, settings.legal_entities))
+        seconds = time.perf_counter() - start
+    return {"rows": rows, "seconds": seconds}
+
+
+def dlt_pipeline(workdir: Path) -> dict[str, Any]:
+    """What a data engineer would write: dlt's ``rest_api`` source following ``@odata.nextLink`` (json_link),
+    cross-company with a dataAreaId filter per legal entity, a bearer token, into DuckDB; one resource per legal
+    entity, parallelized (dlt's documented performance knob)."""
+    os.environ["DLT_DATA_DIR"] = str(workdir / "dlt_data")
+    os.environ["DLT_PROJECT_DIR"] = str(workdir)
+    os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
+    settings = _settings()
+    os.environ["REQUESTS_CA_BUNDLE"] = str(settings.ca_bundle)
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    from d365_snow_assets.clients.d365 import EntraTokenProvider
+
+    token = EntraTokenProvider(settings).token()
+    select = ",".join(_select())
+    resources = [{
+        "name": f"po_lines_{le}",
+        "table_name": "po_lines",
+        "endpoint": {"path": ENTITY, "data_selector": "value",
+                     "params": {"cross-company": "true", "$filter": f"dataAreaId eq '{le}'", "$select": select},
+                     "paginator": {"type": "json_link", "next_url_path": "['@odata.nextLink']"}},
+    } for le in settings.legal_entities]
+    source = rest_api_source({
+        "client": {"base_url": settings.d365_odata_root + "/", "auth": {"type": "bearer", "token": token}},
+        "resource_defaults": {"write_disposition": "replace", "parallelized": PARALLEL},
+        "resources": resources,
+    })
+    pipeline = dlt.pipeline(pipeline_name="bench_dlt", destination=dlt.destinations.duckdb(
+        str(workdir / "dlt.duckdb")), dataset_name="fno", pipelines_dir=str(workdir / "dlt_pipelines"))
+    start = time.perf_counter()
+    info = pipeline.run(source)
+    seconds = time.perf_counter() - start
+    info.raise_on_failed_jobs()
+    import duckdb
+
+    with duckdb.connect(str(workdir / "dlt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT count(*) FROM fno.po_lines").fetchone()[0]  # type: ignore[index]
+    return {"rows": rows, "seconds": seconds}
+
+
+CONTENDERS = {"ours": ours, "dlt": dlt_pipeline, "ceiling": ceiling}
+
+
+def main() -> None:
+    contender, workdir = sys.argv[1], Path(sys.argv[2])
+    workdir.mkdir(parents=True, exist_ok=True)
+    from bench.common import peak_rss_mb
+
+    cpu = time.process_time()
+    out = CONTENDERS[contender](workdir)
+    out.update(cpu_s=time.process_time() - cpu, peak_rss_mb=peak_rss_mb(), threads=threading.active_count())
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The bench runner end to end at a tiny scale: every section produces its figures. No timing is asserted
+(DESIGN §10: timings belong to ``python -m bench``, never to the test suite)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("dlt", reason="the bench extra (dlt) is not installed")
+
+# bench/ is a top-level directory of the repository, not part of the installed package. (This directory has no
+# __init__.py on purpose: a regular package named tests/bench would shadow it.)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.__main__ import main
+
+
+@pytest.mark.slow
+def test_bench_runs_every_section_at_tiny_scale(tmp_path):
+    out = tmp_path / "bench.json"
+    report = main(["--scale", "0.005", "--repeats", "1", "--out", str(out)])
+    names = {(f["section"], f["name"].split(" (")[0]) for f in report["figures"]}
+    for expected in [("extract", "ours / dlt rows/s"), ("extract", "ceiling / ours time"),
+                     ("extract", "sandbox ceiling rows/s"), ("push", "ours / record-at-a-time"),
+                     ("push", "ours share of rule ceiling"), ("no-change", "ServiceNow writes"),
+                     ("no-change", "connector CPU per 10k unchanged rows"), ("diff", "diff of 5,000 rows, one core")]:
+        assert expected in names, expected
+    for figure in report["figures"]:
+        assert figure["value"] >= 0
+        assert figure["verdict"] in ("PASS", "MISS", "")
+    assert json.loads(out.read_text())["figures"] == report["figures"]
+    # The no-change cycle must not write to ServiceNow at any scale: a correctness property, not a timing.
+    writes = next(f for f in report["figures"] if f["name"] == "ServiceNow writes")
+    assert writes["value"] == 0
