@@ -27,7 +27,8 @@ FIGURES: Counter[str] = Counter()
 def pytest_collection_finish(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and any("tests/chaos" in str(item.path) for item in session.items):
-        reporter.write_line(f"chaos: CHAOS_SEED={SEED} (replay: D365SNOW_RUN_CHAOS=1 CHAOS_SEED={SEED} pytest tests/chaos/test_chaos.py)")
+        reporter.write_line(f"chaos: CHAOS_SEED={SEED} (replay: D365SNOW_RUN_CHAOS=1 CHAOS_SEED={SEED} "
+                            "pytest tests/chaos/test_chaos.py)")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
