@@ -42,7 +42,7 @@ from .errors import (
     TransientError,
     ValidationError,
 )
-from .transport import RetryPolicy, Transport
+from .transport import RetryPolicy, Transport, is_tls_verification_failure, tls_failure_message
 
 log = get_logger(__name__)
 
@@ -165,10 +165,13 @@ class EntraTokenProvider:
 
     def token(self) -> str:
         with self._lock:
-            app = self._application()
             try:
+                # Building the app already fetches the OpenID configuration (reference/d365.md §1.2).
+                app = self._application()
                 result = app.acquire_token_for_client([self.scope])
             except requests.RequestException as exc:
+                if is_tls_verification_failure(exc):
+                    raise ConfigurationError(tls_failure_message("Entra ID", self.authority)) from None
                 raise AuthError(f"The Entra token endpoint of {self.authority} could not be reached "
                                 f"({exc.__class__.__name__}).", system="Entra ID") from None
             except msal.exceptions.MsalServiceError as exc:

@@ -34,6 +34,21 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATC
 twice leaves the same state. DELETE repeated answers 404, which callers treat as done."""
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def is_tls_verification_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a certificate that could not be verified."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def tls_failure_message(service: str, host: str) -> str:
+    return (f"{service} at {host} presented a TLS certificate that could not be verified; if it uses a private CA, "
+            f"set D365SNOW_CA_BUNDLE to that CA's PEM file (verification cannot be turned off).")
 """Transport failures that happen before a byte of the request reached the server: always safe to retry."""
 
 
@@ -227,6 +242,9 @@ class Transport:
             except httpx.TransportError as exc:
                 self.stats.add(transport_errors=1)
                 kind = exc.__class__.__name__
+                if is_tls_verification_failure(exc):
+                    # Not transient: retrying cannot make an untrusted certificate trusted.
+                    raise ConfigurationError(tls_failure_message(self.service, host)) from None
                 if not isinstance(exc, _NOT_SENT) and not may_resend:
                     log.warning("%s %s %s: %s after sending; not re-sent (it may have been processed)",
                                 method, host, path, kind,

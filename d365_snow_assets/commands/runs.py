@@ -31,6 +31,8 @@ class RunOutcome:
     materializations: dict[str, dict[str, object]] = field(default_factory=dict)  # asset key → metadata
     failed_checks: list[str] = field(default_factory=list)
     error: str | None = None
+    # Failed on configuration or credentials: every later run of the cycle would fail the same way.
+    fatal: bool = False
 
 
 def open_instance(settings: ConnectorSettings) -> dg.DagsterInstance:
@@ -71,6 +73,8 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
         outcomes.append(outcome)
         if on_run:
             on_run(outcome)
+        if outcome.fatal:
+            break
     return outcomes
 
 
@@ -92,10 +96,30 @@ def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name
                 outcome.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
         elif event.is_step_failure and outcome.error is None:
             outcome.error = _failure_text(event)
+            outcome.fatal = _is_fatal(event)
     return outcome
 
 
-def _failure_text(event: dg.DagsterEvent) -> str:
+_FATAL_ERRORS = {"ConfigurationError", "AuthError", "SettingsError", "MappingError"}
+
+
+def _is_fatal(event: dg.DagsterEvent) -> bool:
     data = event.step_failure_data
     error = data.error if data else None
-    return f"{event.step_key}: {error.message.strip() if error else 'failed'}"
+    while error is not None:
+        if error.cls_name in _FATAL_ERRORS:
+            return True
+        error = error.cause or error.context
+    return False
+
+
+def _failure_text(event: dg.DagsterEvent) -> str:
+    """The step and the innermost error's message: what went wrong, not the retry or execution wrapper."""
+    data = event.step_failure_data
+    error = data.error if data else None
+    message = data.user_failure_data.description if data and data.user_failure_data else None
+    while error is not None and not message:
+        if error.cause is None and error.context is None:
+            message = error.message.strip()
+        error = error.cause or error.context
+    return f"{event.step_key}: {message or 'failed'}"

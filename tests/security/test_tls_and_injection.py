@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -79,3 +80,14 @@ def test_injection_attempts_round_trip_literally_and_match_only_themselves(conne
     assert trace.exit_code == 0 and added[0] in trace.stdout
     sql_injection = connector.cli("trace", "D365FO|USMF|x' OR '1'='1")
     assert sql_injection.exit_code == 1 and "No audit rows" in sql_injection.stderr
+
+
+def test_sync_without_the_ca_bundle_stops_at_once_with_a_clear_message(connector) -> None:
+    env = {k: v for k, v in connector.env.items() if k != "D365SNOW_CA_BUNDLE"}
+    result = CliRunner().invoke(app, ["sync", "--json"], env={**env, "D365SNOW_CA_BUNDLE": ""},
+                                catch_exceptions=False)
+    assert result.exit_code == 1
+    summary = orjson.loads(result.stdout)
+    assert len(summary["runs"]) == 1  # the first run's failure ends the cycle: every later run would fail alike
+    assert "D365SNOW_CA_BUNDLE" in (summary["runs"][0]["error"] or "")
+    assert connector.snow("sys_import_set_row") == []

@@ -6,6 +6,7 @@ import time
 import dagster as dg
 
 from ...sync.targets import SHARED, load_mappings
+from ..failures import fail_fast_on_configuration
 from ..partitions import LEGAL_ENTITY
 from ..resources import D365Resource, WarehouseResource
 from .specs import EXTRACTS, ExtractSpec
@@ -29,6 +30,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
         retry_policy=EXTRACT_RETRY,
         metadata={"odata_entity_set": spec.entity_set, "key_columns": ", ".join(spec.key_columns)},
     )
+    @fail_fast_on_configuration
     def _extract(context: dg.AssetExecutionContext, d365: D365Resource,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
         legal_entity = context.partition_key if spec.per_company else None

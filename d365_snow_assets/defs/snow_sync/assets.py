@@ -11,6 +11,7 @@ from ...sync.push import AuditContext, push_plan
 from ...sync.targets import TARGETS, SyncTarget, load_mappings
 from ...validation.reference_data import check_account_references
 from ..d365_extract.assets import extract_key
+from ..failures import fail_fast_on_configuration
 from ..partitions import LEGAL_ENTITY
 from ..resources import ServiceNowResource, WarehouseResource
 from .metadata import preview_table
@@ -112,6 +113,7 @@ def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
         retry_policy=PUSH_RETRY,
         metadata={"staging_table": mapping.staging_table, "target_table": mapping.target_table},
     )
+    @fail_fast_on_configuration
     def _push(context: dg.AssetExecutionContext, plan: SyncPlan, snow: ServiceNowResource,
               warehouse: WarehouseResource) -> dg.MaterializeResult:
         mapping = target.mapping(load_mappings())
