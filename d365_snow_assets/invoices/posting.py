@@ -20,7 +20,7 @@ crashed attempt; for them this module does the same as for ``new`` ones.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol
@@ -142,6 +142,10 @@ class PostingResult:
     audit: list[AuditRecord] = field(default_factory=list)
 
 
+AuditFlush = Callable[[list["AuditRecord"]], None]
+"""Persists audit records at once; called with each invoice's records before its ServiceNow write-back."""
+
+
 def audit_rows(results: Iterable[PostingResult], run_id: str, asset_key: str | None = None,
                partition: str | None = None, attempt: int = 1) -> list[dict[str, Any]]:
     """Every audit record of ``results`` as rows for :func:`d365_snow_assets.warehouse.audit.write_audit`."""
@@ -175,11 +179,12 @@ class _Attempt:
     """One attempt at one invoice: holds the audit trail and ends in exactly one :class:`PostingResult`."""
 
     def __init__(self, verdict: InvoiceVerdict, ledger: InvoiceLedger, servicenow: InvoiceStatusWriter,
-                 settings: InvoiceSettings) -> None:
+                 settings: InvoiceSettings, flush: AuditFlush | None = None) -> None:
         self.verdict, self.ledger, self.sn, self.settings = verdict, ledger, servicenow, settings
         self.inv = verdict.invoice
         self.key = (self.inv.data_area_id, self.inv.supplier, self.inv.supplier_invoice_number)
         self.audit: list[AuditRecord] = []
+        self.flush, self.flushed = flush, 0
         self.header_payload: Payload | None = None
 
     # results
@@ -195,6 +200,11 @@ class _Attempt:
 
     def _writeback(self, status: Literal["processed", "error"], erp_number: str = "", message: str = "",
                    posting_date: date | None = None) -> None:
+        if self.flush and len(self.audit) > self.flushed:
+            # What F&O now holds is recorded before ServiceNow is told: a crash after the write-back would
+            # otherwise leave a processed invoice no later run looks at again, and no audit row for it.
+            self.flush(self.audit[self.flushed:])
+            self.flushed = len(self.audit)
         if status == "processed":
             self.sn.mark_processed(self.inv.sys_id, erp_number, posting_date)
             payload = {"integration_status": "processed", "erp_number": erp_number}
@@ -378,13 +388,13 @@ def post_invoice(verdict: InvoiceVerdict, ledger: InvoiceLedger, servicenow: Inv
 
 
 def post_invoices(verdicts: Sequence[InvoiceVerdict], ledger: InvoiceLedger, servicenow: InvoiceStatusWriter,
-                  settings: InvoiceSettings | None = None) -> list[PostingResult]:
+                  settings: InvoiceSettings | None = None, flush: AuditFlush | None = None) -> list[PostingResult]:
     """:func:`post_invoice` for each verdict; an unexpected failure of one invoice is audited as a retryable
     ``error`` and the batch goes on."""
     settings = settings or InvoiceSettings()
     results = []
     for verdict in verdicts:
-        attempt = _Attempt(verdict, ledger, servicenow, settings)
+        attempt = _Attempt(verdict, ledger, servicenow, settings, flush)
         try:
             results.append(attempt.run())
         except Exception as exc:

@@ -10,6 +10,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
+from d365_snow_assets.invoices.payloads import HEADER_ENTITY
 from d365_snow_assets.warehouse import Warehouse
 from d365_snow_assets.warehouse.audit import SUCCESS_OUTCOMES
 from d365_snow_assets.warehouse.diff import business_key
@@ -161,7 +162,9 @@ def _verify_invoices(connector: Connector, audit: list[tuple[Any, ...]]) -> int:
         assert got == want, f"invoice {inv['number']}: lines {got} in F&O, {want} in ServiceNow"
     for inv in errors.values():
         assert key(inv["legal_entity"], inv["supplier"], inv["supplier_invoice_number"]) not in header_of
-    posting = [(k, o, tid) for _e, k, o, tid, _a, _r, _m, ak in audit if ak == "invoices/posting"]
+    # Lines have audit rows of their own (their own business keys, for replay); one invoice = its header rows.
+    posting = [(k, o, tid) for e, k, o, tid, _a, _r, _m, ak in audit
+               if ak == "invoices/posting" and e == HEADER_ENTITY]
     final: dict[str, tuple[str, str]] = {}
     for k, o, tid in posting:
         final[k] = (o, tid)

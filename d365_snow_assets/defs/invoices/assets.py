@@ -15,7 +15,7 @@ import polars as pl
 from ...invoices import InvoiceReferences, audit_rows, outcome_counts, parse_invoices, validate_invoices
 from ...invoices.adapters import D365Ledger, ServiceNowStatusWriter
 from ...invoices.model import HEADER_TABLE, LINE_TABLE
-from ...invoices.posting import post_invoices
+from ...invoices.posting import AuditRecord, post_invoices
 from ...mapping import MappingContext
 from ...sync.invoices import (
     JOUR,
@@ -96,9 +96,18 @@ def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: 
     wh = warehouse.open()
     parsed = parse_invoices(poll.headers, poll.lines)
     verdicts = validate_invoices(parsed, InvoiceReferences.from_warehouse(wh, [le]))
-    results = post_invoices(verdicts, D365Ledger(d365.client()), ServiceNowStatusWriter(snow.client()))
-    rows = audit_rows(results, context.run.run_id, context.asset_key.to_user_string(), le,
-                      attempt=context.retry_number + 1)
+    run_id, asset_key, attempt = context.run.run_id, context.asset_key.to_user_string(), context.retry_number + 1
+    flushed: set[int] = set()
+
+    def flush(records: list[AuditRecord]) -> None:
+        wh.write_audit([r.as_row(run_id, asset_key, le, attempt) for r in records])
+        flushed.update(id(r) for r in records)
+
+    results = post_invoices(verdicts, D365Ledger(d365.client()), ServiceNowStatusWriter(snow.client()),
+                            flush=flush)
+    rows = [row for row, record in zip(audit_rows(results, run_id, asset_key, le, attempt=attempt),
+                                       (r for res in results for r in res.audit), strict=True)
+            if id(record) not in flushed]
     retry = sorted(r.sys_id for r in results if r.outcome == "error" and r.retryable)
     # Audit, keyset cursor and retry list commit together: the cursor never passes work that is not recorded.
     with wh.writer() as con:

@@ -78,8 +78,10 @@ def load_catalog(d365: Any, legal_entities: list[str], wanted: int) -> Catalog:
                        "FROM VendorsV2"):
         cat.vendors[(str(v["dataAreaId"]).lower(), str(v["VendorAccountNumber"]))] = v
     po_limit = max(200, wanted * 12)
+    # A clerk cannot approve an invoice against a canceled order, and the connector rejects one: only open orders.
     head_sql = ("SELECT dataAreaId, PurchaseOrderNumber FROM PurchaseOrderHeadersV2 "
-                "WHERE lower(dataAreaId) IN (SELECT unnest(?)) ORDER BY dataAreaId, PurchaseOrderNumber LIMIT ?")
+                "WHERE lower(dataAreaId) IN (SELECT unnest(?)) AND PurchaseOrderStatus <> 'Canceled' "
+                "ORDER BY dataAreaId, PurchaseOrderNumber LIMIT ?")
     cat.pos = d365.read(
         "SELECT h.dataAreaId, h.PurchaseOrderNumber, h.OrderVendorAccountNumber, h.InvoiceVendorAccountNumber, "
         "h.CurrencyCode, h.PaymentTermsName FROM PurchaseOrderHeadersV2 h "
