@@ -42,7 +42,7 @@ from .errors import (
     TransientError,
     ValidationError,
 )
-from .transport import RetryPolicy, Transport, is_tls_verification_failure, tls_failure_message
+from .transport import RetryPolicy, Transport, cut_off_read, is_tls_verification_failure, tls_failure_message
 
 log = get_logger(__name__)
 
@@ -451,7 +451,8 @@ class D365Client:
         self._origin = urlsplit(self.base)
         self.tokens = tokens or EntraTokenProvider(settings)
         self.transport = transport or Transport("F&O", ca_bundle=settings.ca_bundle, policy=policy, sleep=sleep,
-                                                clock=clock, final_error=is_write_failure, headers=ODATA_HEADERS)
+                                                clock=clock, final_error=is_write_failure,
+                                                transient_success=cut_off_read, headers=ODATA_HEADERS)
 
     def close(self) -> None:
         self.transport.close()

@@ -28,7 +28,7 @@ from .errors import (
     TransientError,
     ValidationError,
 )
-from .transport import RetryPolicy, Transport
+from .transport import RetryPolicy, Transport, cut_off_read
 
 log = get_logger(__name__)
 
@@ -51,6 +51,13 @@ def is_cancelled_transaction(response: httpx.Response) -> bool:
         return True
     # A well-formed body can legitimately contain the phrase (e.g. a processing_message); only an error is one.
     return isinstance(data, dict) and "error" in data and "result" not in data
+
+
+def broken_success(response: httpx.Response) -> str | None:
+    """Why a 2xx answer is really a failure to retry: a cancelled transaction or a read cut off on the way."""
+    if is_cancelled_transaction(response):
+        return "the transaction was cancelled (maximum execution time exceeded; smaller pages would help)"
+    return cut_off_read(response)
 
 
 def _error_texts(response: httpx.Response) -> tuple[str, str]:
@@ -241,7 +248,7 @@ class ServiceNowClient:
         self.settings = settings
         self.base = settings.require("snow_url")
         self.transport = transport or Transport(SYSTEM, ca_bundle=settings.ca_bundle, policy=policy, sleep=sleep,
-                                                clock=clock, transient_success=is_cancelled_transaction,
+                                                clock=clock, transient_success=broken_success,
                                                 headers={"Accept": "application/json"})
         self.auth = SnowAuth(settings, self.transport, clock=clock)
         self._poll_sleep = poll_sleep

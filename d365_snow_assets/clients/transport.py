@@ -159,8 +159,23 @@ FinalCheck = Callable[[httpx.Response], bool]
 """Given a 5xx response, True when it is a definite business answer (e.g. an F&O write failure with an infolog),
 not an outage: it is returned to the caller instead of being retried."""
 
-TransientCheck = Callable[[httpx.Response], bool]
-"""Given a 2xx response, True when it is really a failure to retry (ServiceNow's cancelled transaction)."""
+TransientCheck = Callable[[httpx.Response], str | None]
+"""Given a 2xx response, what went wrong when it is really a failure to retry (ServiceNow's cancelled transaction,
+a read cut off on the way), else None. The text ends up in the retry log line and the final error."""
+
+
+def cut_off_read(response: httpx.Response) -> str | None:
+    """A 2xx answer to a GET whose JSON body stops before its closing bracket: the rest of the stream was lost on
+    the way (a proxy or gateway that still sent a complete HTTP response). Only reads are checked: a POST whose
+    answer was cut off may have been written, and its caller resolves that by lookup. The check looks at the last
+    byte only, so large pages are not parsed twice; a body that is complete-looking but malformed inside still
+    fails in the caller's parser, which reports it as transient."""
+    if response.request.method != "GET" or "json" not in response.headers.get("content-type", ""):
+        return None
+    body = response.content.rstrip()
+    if body and not body.endswith((b"}", b"]")):
+        return f"the answer was cut off after {len(response.content):,} bytes"
+    return None
 
 
 class Transport:
@@ -308,14 +323,14 @@ class Transport:
                 wait = min(hinted, p.retry_after_cap_s) if hinted is not None else self._backoff(failures)
                 self._wait(method, host, path, status, attempt, wait, "server error")
                 continue
-            if 200 <= status < 300 and self._transient_success is not None and self._transient_success(response):
+            broken = self._transient_success(response) if 200 <= status < 300 and self._transient_success else None
+            if broken is not None:
                 self.stats.add(server_errors=1)
                 failures += 1
                 if failures >= p.max_attempts:
-                    raise TransientError(f"{self.service} cancelled {method} {path} (maximum execution time "
-                                         f"exceeded) {failures} times; request smaller pages.", status=status,
-                                         system=self.service)
-                self._wait(method, host, path, status, attempt, self._backoff(failures), "transaction cancelled")
+                    raise TransientError(f"{self.service} answered {method} {path} with 200 but {broken}, "
+                                         f"{failures} times; try again later.", status=status, system=self.service)
+                self._wait(method, host, path, status, attempt, self._backoff(failures), broken)
                 continue
             return response
 

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from d365_snow_assets.clients import odata
 from d365_snow_assets.clients.d365 import D365Client
-from d365_snow_assets.clients.errors import AuthError, DuplicateError, MaybeWrittenError, NotFoundError, ReadOnlyError
+from d365_snow_assets.clients.errors import (
+    AuthError,
+    DuplicateError,
+    MaybeWrittenError,
+    NotFoundError,
+    ReadOnlyError,
+    TransientError,
+)
 from d365_snow_assets.sandbox.faults import FaultProfile
 
 from .conftest import settings_for
@@ -83,6 +90,21 @@ def test_5xx_burst_and_connection_resets(server, client, fake_sleep, small_pages
     stats = client.transport.stats
     assert stats.server_errors > 0 and stats.transport_errors > 0
     assert all(0 < w <= client.transport.policy.backoff_max_s for w in fake_sleep.waits)
+
+
+def test_page_cut_off_on_the_way_is_read_again(server, client, small_pages):
+    """A 200 whose JSON stops half-way (the rest lost by a proxy) is read again, rows neither lost nor doubled;
+    one that stays cut off ends in a TransientError saying what happened."""
+    expected = vendor_keys(server)
+    server.world.d365.cut_off_next_reads(3)
+    before = client.transport.stats.server_errors
+    assert read_vendors(client) == expected
+    assert server.world.d365.cut_off_reads_remaining == 0
+    assert client.transport.stats.server_errors - before == 3
+    server.world.d365.cut_off_next_reads(100)
+    with pytest.raises(TransientError, match="cut off after"):
+        read_vendors(client)
+    server.world.d365.cut_off_next_reads(0)
 
 
 def test_lost_post_answer_is_maybe_written_and_resolved_by_lookup(server, client):

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from d365_snow_assets.clients.encoded_query import EncodedQuery
-from d365_snow_assets.clients.errors import AuthError
+from d365_snow_assets.clients.errors import AuthError, TransientError
 from d365_snow_assets.clients.servicenow import ServiceNowClient
 from d365_snow_assets.sandbox.faults import FaultProfile
 
@@ -91,6 +91,16 @@ def test_5xx_resets_and_cancelled_transactions(server, snow):
     assert sorted(all_ids(snow)) == expected
     stats = snow.transport.stats
     assert stats.server_errors >= 3 and stats.transport_errors > 0
+
+
+def test_page_cut_off_without_servicenow_error_is_read_again(server, snow):
+    expected = sorted(r["sys_id"] for r in server.world.snow.dump(OUT))
+    server.world.snow.cut_off_next_gets(2)
+    assert sorted(all_ids(snow)) == expected
+    assert not server.world.snow.broken_gets and snow.transport.stats.server_errors == 2
+    server.world.snow.cut_off_next_gets(100)
+    with pytest.raises(TransientError, match="cut off after"):
+        all_ids(snow)
 
 
 def test_keyset_reads_a_changing_table_without_missing_or_repeating(server, snow):

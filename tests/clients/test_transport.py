@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from d365_snow_assets.clients.errors import AuthError, MaybeWrittenError, ThrottledError, TransientError
-from d365_snow_assets.clients.transport import RetryPolicy, Transport, parse_retry_after
+from d365_snow_assets.clients.transport import RetryPolicy, Transport, cut_off_read, parse_retry_after
 
 from .conftest import FakeSleep
 
@@ -127,8 +127,24 @@ def test_401_refreshes_once_then_gives_up():
 def test_transient_success_hook_retries():
     sleep = FakeSleep()
     calls: list[int] = []
-    check: Callable[[httpx.Response], bool] = lambda r: not calls.append(1) and len(calls) == 1  # noqa: E731
+    check: Callable[[httpx.Response], str | None] = (  # noqa: E731
+        lambda r: "broken" if not calls.append(1) and len(calls) == 1 else None)
     t, seen = scripted([200, 200], sleep=sleep)
     t._transient_success = check
     t.request("GET", "https://x.test/a")
     assert len(seen) == 2 and len(sleep.waits) == 1
+
+
+@pytest.mark.parametrize(("method", "body", "content_type", "broken"), [
+    ("GET", b'{"value":[{"a":1},{"a"', "application/json", True),
+    ("GET", b'{"value":[]}\n', "application/json; charset=utf-8", False),
+    ("GET", b'[1, 2]', "application/json", False),
+    ("GET", b"", "application/json", False),  # an empty body is the caller's problem, not a lost stream
+    ("GET", b"<html>", "text/html", False),  # not JSON at all: the caller reports it
+    ("POST", b'{"InvoiceNumber":"A', "application/json", False),  # maybe written: never resent on this basis
+])
+def test_cut_off_read_only_flags_truncated_json_reads(method: str, body: bytes, content_type: str,
+                                                      broken: bool) -> None:
+    response = httpx.Response(200, content=body, headers={"Content-Type": content_type},
+                              request=httpx.Request(method, "https://x.test/data/VendorsV2"))
+    assert (cut_off_read(response) is not None) is broken

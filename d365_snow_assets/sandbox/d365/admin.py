@@ -82,6 +82,8 @@ def admin_routes(state: D365State) -> list[Route]:
                                                                           p.get("suspended", True)), ["POST"]),
         ("parameters/duplicate-check", lambda p, _: state.set_duplicate_check(p["mode"], p.get("dataAreaId")),
          ["POST"]),
+        ("reads/cut-off", lambda p, _: state.cut_off_next_reads(int(p.get("count", 1))) or
+         {"remaining": state.cut_off_reads_remaining}, ["POST"]),
         ("page-size", lambda p, _: state.set_page_size(int(p["size"])) or {"page_size": state.page_size},
          ["POST"]),
         ("concurrency-limit", lambda p, _: setattr(state, "concurrency_limit", p.get("limit")) or

@@ -116,6 +116,7 @@ class D365State:
         with self._lock:
             self.companies = data.generate(self._conn, self.config.data)
             self.page_size = self.config.d365_max_page_size
+            self.cut_off_reads_remaining = 0
             self._seq: dict[str, int] = {}
             self._recid = int(self._conn.execute(
                 "SELECT greatest((SELECT coalesce(max(SourceKey), 0) FROM VendInvoiceJourBiEntities), "
@@ -447,6 +448,19 @@ class D365State:
             raise ValueError(f"unknown IsCheckInvoiceNumberUsed mode {mode!r}")
         for le in [data_area_id.lower()] if data_area_id else self.company_ids():
             self.admin_update("VendorParameters", {"dataAreaId": le}, {"IsCheckInvoiceNumberUsed": mode})
+
+    def cut_off_next_reads(self, count: int) -> None:
+        """Make the next ``count`` collection reads answer 200 with the body cut in half (a gateway or proxy that
+        lost the rest of the stream but still sent a complete response)."""
+        with self._lock:
+            self.cut_off_reads_remaining = max(0, count)
+
+    def take_cut_off(self) -> bool:
+        with self._lock:
+            if self.cut_off_reads_remaining > 0:
+                self.cut_off_reads_remaining -= 1
+                return True
+            return False
 
     def set_page_size(self, size: int) -> None:
         if size < 1:

@@ -52,7 +52,11 @@ def admin_routes(world: Any) -> list[Route]:
 
     async def cancelled(request: Request) -> Response:
         state.cancel_next_gets(int((await _json(request)).get("count", 1)))
-        return json_response({"remaining": state.transaction_cancelled_remaining})
+        return json_response({"remaining": len(state.broken_gets)})
+
+    async def cut_off(request: Request) -> Response:
+        state.cut_off_next_gets(int((await _json(request)).get("count", 1)))
+        return json_response({"remaining": len(state.broken_gets)})
 
     async def reset(request: Request) -> Response:
         state.reset()
@@ -74,6 +78,7 @@ def admin_routes(world: Any) -> list[Route]:
         Route("/admin/snow/settings", settings, methods=["GET", "POST"]),
         Route("/admin/snow/rate_limit", rate_limit, methods=["GET", "POST"]),
         Route("/admin/snow/transaction_cancelled", cancelled, methods=["POST"]),
+        Route("/admin/snow/cut_off", cut_off, methods=["POST"]),
         Route("/admin/snow/reset", reset, methods=["POST"]),
         Route("/admin/snow/invalid_invoices", invalid, methods=["GET"]),
         Route("/admin/snow/drain_imports", drain, methods=["POST"]),

@@ -57,7 +57,7 @@ class SnowState:
                                          insert_multiple_async=cfg.snow_insert_multiple_async,
                                          acl_hidden_share=cfg.snow_acl_hidden_share)
             self.rate_limiter.set_rule(cfg.snow_rate_limit_per_hour, 3600)
-            self.transaction_cancelled_remaining = 0
+            self.broken_gets: list[str] = []  # "cancelled" / "cut_off", one per coming Table API GET
             self.invalid_invoices: dict[str, list[str]] = {}  # outbound invoice sys_id -> reasons (kinds)
             self.payments_by_invoice: dict[str, set[str]] = {}
             self.open_import_sets: dict[str, str] = {}  # staging table -> sys_id of today's sync import set
@@ -189,14 +189,17 @@ class SnowState:
     def cancel_next_gets(self, count: int) -> None:
         """Make the next ``count`` Table API GETs answer 200 with a truncated "Transaction cancelled" body."""
         with self.lock:
-            self.transaction_cancelled_remaining = count
+            self.broken_gets = ["cancelled"] * count
 
-    def take_transaction_cancelled(self) -> bool:
+    def cut_off_next_gets(self, count: int) -> None:
+        """Make the next ``count`` Table API GETs answer 200 with the page cut off and nothing after it (a proxy
+        that lost the rest of the stream), which is not ServiceNow's own cancellation shape."""
         with self.lock:
-            if self.transaction_cancelled_remaining > 0:
-                self.transaction_cancelled_remaining -= 1
-                return True
-            return False
+            self.broken_gets = ["cut_off"] * count
+
+    def take_broken_get(self) -> str | None:
+        with self.lock:
+            return self.broken_gets.pop(0) if self.broken_gets else None
 
     def drain_imports(self) -> int:
         """Transform every waiting asynchronous import set now (tests that want no timing); returns how many."""

@@ -158,7 +158,7 @@ def list_records(request: Request, state: SnowState, table_name: str, version: s
     limit = _int_param(request, "sysparm_limit", DEFAULT_LIMIT)
     offset = _int_param(request, "sysparm_offset", 0)
     no_count = _flag(request, "sysparm_no_count")
-    cancelled = state.take_transaction_cancelled()
+    broken = state.take_broken_get()
     with state.lock:
         rows = state.select(table_name, query)
         total = len(rows)
@@ -177,9 +177,11 @@ def list_records(request: Request, state: SnowState, table_name: str, version: s
         if link:
             headers["Link"] = link
     body = orjson.dumps({"result": result})
-    if cancelled:
-        # The quota kill arrives mid-stream: the page so far, cut off, then the error object (reference §1.7).
-        body = body[: max(12, len(body) * 2 // 3)] + orjson.dumps(TRANSACTION_CANCELLED)
+    if broken:
+        body = body[: max(12, len(body) * 2 // 3)]
+        if broken == "cancelled":
+            # The quota kill arrives mid-stream: the page so far, cut off, then the error object (reference §1.7).
+            body += orjson.dumps(TRANSACTION_CANCELLED)
     return Response(body, media_type="application/json", headers=headers)
 
 
