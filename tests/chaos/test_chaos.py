@@ -24,8 +24,8 @@ import pytest
 
 from d365_snow_assets.sandbox.faults import FaultProfile
 from d365_snow_assets.sandbox.server import SandboxServer
-from tests.chaos.conftest import FIGURES, SEED
 from tests.chaos.endstate import verify_end_state
+from tests.chaos.session import FIGURES, SEED
 from tests.defs.conftest import Connector
 
 pytestmark = pytest.mark.chaos
