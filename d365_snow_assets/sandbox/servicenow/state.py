@@ -187,15 +187,15 @@ class SnowState:
         self.rate_limiter.set_rule(limit, window_s)
 
     def cancel_next_gets(self, count: int) -> None:
-        """Make the next ``count`` Table API GETs answer 200 with a truncated "Transaction cancelled" body."""
+        """Make ``count`` more Table API GETs answer 200 with a truncated "Transaction cancelled" body."""
         with self.lock:
-            self.broken_gets = ["cancelled"] * count
+            self.broken_gets += ["cancelled"] * count
 
     def cut_off_next_gets(self, count: int) -> None:
-        """Make the next ``count`` Table API GETs answer 200 with the page cut off and nothing after it (a proxy
-        that lost the rest of the stream), which is not ServiceNow's own cancellation shape."""
+        """Make ``count`` more Table API GETs answer 200 with the page cut off and nothing after it (a proxy that
+        lost the rest of the stream), which is not ServiceNow's own cancellation shape."""
         with self.lock:
-            self.broken_gets = ["cut_off"] * count
+            self.broken_gets += ["cut_off"] * count
 
     def take_broken_get(self) -> str | None:
         with self.lock:
