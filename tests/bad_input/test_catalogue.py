@@ -45,7 +45,7 @@ def test_pages_cut_off_or_cancelled_on_the_way_are_read_again(connector: Connect
 
 
 def test_hostile_keys_and_10_kb_values_from_fno_arrive_literally_and_stay_put(connector: Connector) -> None:
-    """Quotes, carets, commas, a pipe (the business-key separator), unicode and 10 KB strings in F&O keys and
+    """Quotes, carets, commas, a pipe (the business-key separator), unicode, 10 KB strings and blanks in F&O keys and
     names: they reach ServiceNow unchanged, look-ups by them match only themselves, an invoice for such a vendor
     with such a number posts once, and the next cycle writes nothing."""
     d365 = connector.server.world.d365
@@ -54,12 +54,17 @@ def test_hostile_keys_and_10_kb_values_from_fno_arrive_literally_and_stay_put(co
     for account, name in zip(accounts, names, strict=True):
         d365.add_vendor({"dataAreaId": "usmf", "VendorAccountNumber": account, "VendorOrganizationName": name,
                          "VendorGroupId": "10", "CurrencyCode": "USD"})
+    # Required in F&O's client but not in its OData contract: blank values pass through as blank (F&O is the system
+    # of record; the connector does not invent a name or a currency).
+    d365.add_vendor({"dataAreaId": "usmf", "VendorAccountNumber": "V-BLANK", "VendorOrganizationName": None,
+                     "VendorGroupId": "10", "CurrencyCode": None})
     d365.update_cost_center(d365.read("SELECT DimensionValue FROM FinancialDimensionValues WHERE "
                                       "FinancialDimension = 'CostCenter' LIMIT 1")[0]["DimensionValue"],
                             {"Description": "Ops, \"EMEA\" ^ 'North' " + "é" * TEN_KB})
     assert connector.sync()["ok"]
     suppliers = {s["supplier_code"]: s["name"] for s in connector.snow("sn_fin_supplier", "legal_entity=USMF")}
     assert [suppliers[a] for a in accounts] == names
+    assert suppliers["V-BLANK"] == ""
 
     base = next(b for b in valid_bases(connector) if b["legal_entity"] == "USMF")
     number = "Q'1^2,3ü\"x|"

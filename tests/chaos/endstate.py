@@ -109,8 +109,8 @@ def _verify_field_values(connector: Connector) -> None:
     for s in connector.snow("sn_fin_supplier", f"erp_source={ERP}"):
         v = vendors[(s["legal_entity"], s["supplier_code"])]
         name = (f"{v['PersonFirstName']} {v['PersonLastName']}".strip() if v["VendorPartyType"] == "Person"
-                else v["VendorOrganizationName"])
-        assert (s["name"], s["currency"]) == (name, v["CurrencyCode"]), s["supplier_code"]
+                else v["VendorOrganizationName"] or "")  # ServiceNow has no null: an empty F&O value reads ""
+        assert (s["name"], s["currency"]) == (name, v["CurrencyCode"] or ""), s["supplier_code"]
         assert s["active"] == ("false" if v["OnHoldStatus"] == "All" else "true")
     lines = {(r["dataAreaId"].upper(), r["PurchaseOrderNumber"], str(r["LineNumber"])): r
              for r in connector.fno('SELECT * FROM "PurchaseOrderLinesV2"')}
