@@ -243,20 +243,26 @@ class _Attempt:
             return self._result("rejected", message=message)
         self.header_payload = header_payload(inv, self.verdict.order_account)
 
+        found = self._existing()
+        if isinstance(found, PostingResult):
+            return found
+        if found is not None and not self._missing(found):
+            return self._finish(found.header_reference, "reused", found.line_numbers)
+        self.sn.mark_in_progress(inv.sys_id)
+        if found is None:
+            return self._create_header()
+        return self._add_lines(found.header_reference, "reused", found.line_numbers)
+
+    def _existing(self) -> PostingResult | PendingInvoice | None:
+        """What F&O holds under the natural key: a posted invoice or another ServiceNow invoice's pending one (both
+        end the attempt, so their result is returned), our own pending invoice, or nothing."""
         posted = self.ledger.find_posted(*self.key)
         if posted is not None:
             return self._already_posted(posted)
         pending = self.ledger.find_pending(*self.key)
-        if pending is not None:
-            conflict = self._conflict(pending)
-            if conflict:
-                return conflict
-            if not self._missing(pending):
-                return self._finish(pending.header_reference, "reused", pending.line_numbers)
-        self.sn.mark_in_progress(inv.sys_id)
         if pending is None:
-            return self._create_header()
-        return self._add_lines(pending.header_reference, "reused", pending.line_numbers)
+            return None
+        return self._conflict(pending) or pending
 
     def _already_posted(self, posted: PostedInvoice) -> PostingResult:
         self._record("posted", target_id=posted.ledger_voucher, payload=self._header_text(),
@@ -291,17 +297,13 @@ class _Attempt:
 
     def _resolve_header(self, exc: DuplicateError | MaybeWrittenError) -> PostingResult:
         """After a duplicate refusal or a lost answer, the lookup decides; nothing is re-sent in this attempt."""
-        posted = self.ledger.find_posted(*self.key)
-        if posted is not None:
-            return self._already_posted(posted)
-        pending = self.ledger.find_pending(*self.key)
-        if pending is not None:
-            conflict = self._conflict(pending)
-            if conflict:
-                return conflict
+        found = self._existing()
+        if isinstance(found, PostingResult):
+            return found
+        if found is not None:
             # A lost answer found by the lookup is our own write of this attempt.
             outcome: Outcome = "created" if isinstance(exc, MaybeWrittenError) else "reused"
-            return self._add_lines(pending.header_reference, outcome, pending.line_numbers)
+            return self._add_lines(found.header_reference, outcome, found.line_numbers)
         if isinstance(exc, MaybeWrittenError):
             return self._fail(messages.unconfirmed("the invoice header"), retryable=True)
         # F&O says the number is used but neither lookup sees it (e.g. a duplicate check across fiscal years
