@@ -112,16 +112,22 @@ def build_snow_app(world: Any) -> Starlette:
         except orjson.JSONDecodeError:
             return snow_error(400, "Exception while reading request", "The payload is not valid JSON.")
 
-    async def import_single(request: Request, user: str) -> Response:
+    async def _import_request(request: Request) -> tuple[Any, Any] | Response:
+        """The staging table's transform map and the parsed JSON body, or the error ServiceNow answers."""
         staging = request.path_params["staging"]
         tmap = transform_map(staging)
         if tmap is None:
             return snow_error(400, f"Invalid table {staging}", None)
         data = await _records(request)
-        if isinstance(data, Response):
-            return data
+        return data if isinstance(data, Response) else (tmap, data)
+
+    async def import_single(request: Request, user: str) -> Response:
+        parsed = await _import_request(request)
+        if isinstance(parsed, Response):
+            return parsed
+        tmap, data = parsed
         with state.lock:
-            import_set = import_api.open_sync_import_set(state, staging)
+            import_set = import_api.open_sync_import_set(state, request.path_params["staging"])
             rows = import_api.load_rows(state, tmap, import_set, [data], user)
             for row in rows:
                 import_api.transform_row(state, tmap, row, user)
@@ -129,19 +135,16 @@ def build_snow_app(world: Any) -> Starlette:
         return json_response(body, 201)
 
     async def import_multiple(request: Request, user: str) -> Response:
-        staging = request.path_params["staging"]
-        tmap = transform_map(staging)
-        if tmap is None:
-            return snow_error(400, f"Invalid table {staging}", None)
-        data = await _records(request)
-        if isinstance(data, Response):
-            return data
+        parsed = await _import_request(request)
+        if isinstance(parsed, Response):
+            return parsed
+        tmap, data = parsed
         records = data.get("records") if isinstance(data, dict) else None
         if not isinstance(records, list):
             return snow_error(400, "Invalid request body", "Expected {\"records\":[...]}")  # inference: wording
         is_async = state.settings.insert_multiple_async
         with state.lock:
-            import_set = import_api.new_import_set(state, staging, "asynchronous",
+            import_set = import_api.new_import_set(state, request.path_params["staging"], "asynchronous",
                                                    request.query_params.get("multi_import_set_id", ""))
             rows = import_api.load_rows(state, tmap, import_set, records, user)
             body: dict[str, Any] = {"import_set_id": import_set["sys_id"],
