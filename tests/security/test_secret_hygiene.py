@@ -92,7 +92,7 @@ def test_secrets_never_leak_after_a_full_run(connector: Connector, issued_tokens
     bad = connector.cli("ping")
     outputs += [bad.stdout, bad.stderr]
     assert issued_tokens, "the run must have used bearer tokens"
-    needles = _needles(secrets + issued_tokens)
+    needles = _needles([*secrets, *issued_tokens, master])
 
     assert not _leaks("\n".join(outputs).encode(), needles), "CLI output"
     assert not _leaks("\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records).encode(), needles)
