@@ -19,7 +19,7 @@ from rich.markup import escape
 from ..sandbox.config import SandboxConfig, SandboxDataSize
 from ..warehouse import Warehouse
 from .runs import RunOutcome, open_instance, run_cycle
-from .sync import PUSH_COLUMNS, print_table, summarize
+from .sync import PUSH_COLUMNS, invoice_totals, print_table, summarize
 
 console = Console()
 
@@ -94,11 +94,7 @@ def _post_and_pay(server: Any) -> tuple[int, int]:
 
 def _print_invoices(outcomes: list[RunOutcome], server: Any) -> None:
     """The invoice round trip in numbers: what the posting asset did, and where the invoices stand in ServiceNow."""
-    totals: dict[str, int] = {}
-    for outcome in outcomes:
-        for key, value in outcome.materializations.get("invoices/posting", {}).items():
-            if key.startswith("outcome_") and isinstance(value, int):
-                totals[key.removeprefix("outcome_")] = totals.get(key.removeprefix("outcome_"), 0) + value
+    totals = invoice_totals(outcomes)
     snow = server.world.snow
     snow.drain_imports()
     status = Counter(r["integration_status"] for r in snow.select("sn_spend_intg_outbound_invoice"))

@@ -56,7 +56,20 @@ def summarize(outcomes: list[RunOutcome], prefix: str) -> dict[str, dict[str, in
     return totals
 
 
+def invoice_totals(outcomes: list[RunOutcome]) -> dict[str, int]:
+    """What ``invoices/posting`` did across legal entities: one count per outcome, plus ``retry_next_run``."""
+    totals: dict[str, int] = {}
+    for outcome in outcomes:
+        for key, value in outcome.materializations.get("invoices/posting", {}).items():
+            if isinstance(value, int) and (key.startswith("outcome_") or key == "retry_next_run"):
+                name = key.removeprefix("outcome_")
+                totals[name] = totals.get(name, 0) + value
+    return totals
+
+
 PUSH_COLUMNS = ("inserted", "updated", "ignored", "rejected", "errors")
+# invoices/posting outcomes (invoices.posting.Outcome) and how many failed invoices the next run takes up again.
+INVOICE_COLUMNS = ("created", "reused", "posted", "skipped", "rejected", "error", "retry_next_run")
 PLAN_COLUMNS = ("insert", "change", "delete", "held_back", "unchanged")
 
 
@@ -74,15 +87,17 @@ def sync(json_output: Annotated[bool, typer.Option("--json", help="Print the sum
     """Run one full cycle F&O → ServiceNow for every configured legal entity through the Dagster asset graph."""
     outcomes = _cycle(push=True)
     totals = summarize(outcomes, "servicenow/")
+    invoices = invoice_totals(outcomes)
     failed_checks = [c for o in outcomes for c in o.failed_checks]
     ok = all(o.success for o in outcomes)
     if json_output:
-        typer.echo(orjson.dumps({"ok": ok, "pushed": totals, "failed_checks": failed_checks,
+        typer.echo(orjson.dumps({"ok": ok, "pushed": totals, "invoices": invoices, "failed_checks": failed_checks,
                                  "runs": [{"job": o.job, "partition": o.partition, "run_id": o.run_id,
                                            "success": o.success, "error": o.error} for o in outcomes]},
                                 option=orjson.OPT_INDENT_2).decode())
     else:
         print_table("Pushed to ServiceNow (per target, all legal entities)", totals, PUSH_COLUMNS)
+        print_table("Invoices ServiceNow → F&O (all legal entities)", {"invoices": invoices}, INVOICE_COLUMNS)
         for check in failed_checks:
             console.print(f"[yellow]check not passing:[/] {escape(check)}")
     if not ok:
