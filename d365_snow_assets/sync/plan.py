@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import duckdb
 import polars as pl
 
 from ..mapping import MappingContext, apply_mapping
 from ..mapping.spec import TargetMapping
 from ..validation.reference_data import REASON, ReferenceData, split_valid
-from ..warehouse import DiffResult, Warehouse
+from ..warehouse import DiffResult, Warehouse, snapshots
 from ..warehouse.diff import business_key_expr
 from ..warehouse.state import BUSINESS_KEY
 from .targets import SHARED, SyncTarget
@@ -39,8 +40,13 @@ class SyncPlan:
 
 
 def reference_data(warehouse: Warehouse) -> ReferenceData:
-    return ReferenceData.from_snapshots(warehouse.read_snapshot("MainAccounts"),
-                                        warehouse.read_snapshot("FinancialDimensionValues"))
+    with warehouse.reader() as con:
+        return _reference_data(con)
+
+
+def _reference_data(con: duckdb.DuckDBPyConnection) -> ReferenceData:
+    return ReferenceData.from_snapshots(snapshots.read_snapshot(con, "MainAccounts"),
+                                        snapshots.read_snapshot(con, "FinancialDimensionValues"))
 
 
 def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *, legal_entity: str | None,
@@ -48,13 +54,17 @@ def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *,
     """Plan ``target`` for ``legal_entity`` (per-company targets) or for all configured companies (shared)."""
     mapping = mapping or target.mapping()
     scope = [legal_entity] if legal_entity else None
-    for entity in (mapping.source_entity, *mapping.related_entities):
-        # Without a snapshot every pushed record of the scope would look deleted and be deactivated.
-        if warehouse.current_snapshot(entity, legal_entity or SHARED) is None:
-            raise MissingSnapshotError(f"there is no snapshot of {entity} for {legal_entity or 'the shared data'} "
-                                       f"yet; extract it first (d365-snow sync runs the extract assets)")
-    source = warehouse.read_snapshot(mapping.source_entity, scope)
-    related = {name: warehouse.read_snapshot(name, scope) for name in mapping.related_entities}
+    # Every read in one connection: a warehouse connection costs milliseconds (it grows with the file), which
+    # dominated the CPU of a no-change cycle when each read opened its own (bench/: no-change).
+    with warehouse.reader() as con:
+        for entity in (mapping.source_entity, *mapping.related_entities):
+            # Without a snapshot every pushed record of the scope would look deleted and be deactivated.
+            if snapshots.current_snapshot(con, entity, legal_entity or SHARED) is None:
+                raise MissingSnapshotError(f"there is no snapshot of {entity} for {legal_entity or 'the shared data'} "
+                                           f"yet; extract it first (d365-snow sync runs the extract assets)")
+        source = snapshots.read_snapshot(con, mapping.source_entity, scope)
+        related = {name: snapshots.read_snapshot(con, name, scope) for name in mapping.related_entities}
+        references = _reference_data(con) if target.validate_accounts else None
     staging = _empty_staging(mapping) if source.height == 0 else apply_mapping(mapping, source, ctx, related)
 
     if not target.per_company:
@@ -63,8 +73,8 @@ def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *,
         staging = staging.filter(pl.col(mapping.legal_entity_column).is_in(allowed))
 
     held_back = staging.head(0).with_columns(pl.lit("").alias(BUSINESS_KEY), pl.lit("").alias(REASON))
-    if target.validate_accounts:
-        staging, rejected = split_valid(staging, reference_data(warehouse))
+    if references is not None:
+        staging, rejected = split_valid(staging, references)
         held_back = rejected.with_columns(business_key_expr(mapping.coalesce).alias(BUSINESS_KEY))
 
     diff_scope = [legal_entity] if legal_entity else None

@@ -29,6 +29,12 @@ from d365_snow_assets.warehouse import diff as diff_module
 SCHEMA: tuple[str, ...] = (*snapshots.SCHEMA, *state.SCHEMA, *audit.SCHEMA)
 
 
+# Files whose schema this process has created or checked. Process-wide rather than per Warehouse object: the assets
+# of one run build several, and each first access otherwise opened an extra read-write connection (and its
+# checkpoint) just to run CREATE ... IF NOT EXISTS again. A file deleted meanwhile is noticed by the exists() checks.
+_SCHEMA_READY: set[str] = set()
+
+
 class WarehouseBusy(TimeoutError):
     """Another process kept the warehouse locked for longer than the configured timeout."""
 
@@ -49,7 +55,14 @@ class Warehouse:
         self.connect_timeout = connect_timeout
         self.threads = threads
         self._lock = filelock.FileLock(f"{self.path}.lock")
-        self._schema_ready = False
+
+    @property
+    def _key(self) -> str:
+        return str(self.path.resolve())
+
+    @property
+    def _schema_ready(self) -> bool:
+        return self._key in _SCHEMA_READY
 
     @property
     def staging_dir(self) -> Path:
@@ -62,18 +75,20 @@ class Warehouse:
 
         Do not nest writer() / reader() blocks in one thread.
         """
-        with self._locked(), self._connect(read_only=False) as con:
-            if not self._schema_ready:
-                for ddl in SCHEMA:
-                    con.execute(ddl).fetchall()
-                self._schema_ready = True
-            con.execute("BEGIN TRANSACTION").fetchall()
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK").fetchall()
-                raise
-            con.execute("COMMIT").fetchall()
+        with self._locked():
+            fresh = not self.path.exists()
+            with self._connect(read_only=False) as con:
+                if fresh or not self._schema_ready:
+                    for ddl in SCHEMA:
+                        con.execute(ddl).fetchall()
+                    _SCHEMA_READY.add(self._key)
+                con.execute("BEGIN TRANSACTION").fetchall()
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK").fetchall()
+                    raise
+                con.execute("COMMIT").fetchall()
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
