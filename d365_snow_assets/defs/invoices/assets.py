@@ -15,6 +15,7 @@ import polars as pl
 from ...invoices import InvoiceReferences, audit_rows, outcome_counts, parse_invoices, validate_invoices
 from ...invoices.adapters import D365Ledger, ServiceNowStatusWriter
 from ...invoices.model import HEADER_TABLE, LINE_TABLE
+from ...invoices.payloads import HEADER_ENTITY
 from ...invoices.posting import AuditRecord, post_invoices
 from ...mapping import MappingContext
 from ...sync.invoices import (
@@ -99,8 +100,20 @@ def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: 
     run_id, asset_key, attempt = context.run.run_id, context.asset_key.to_user_string(), context.retry_number + 1
     flushed: set[int] = set()
 
+    sys_id_of = {p.invoice.business_key: p.invoice.sys_id for p in parsed}
+
     def flush(records: list[AuditRecord]) -> None:
-        wh.write_audit([r.as_row(run_id, asset_key, le, attempt) for r in records])
+        # An invoice about to be marked `error` in ServiceNow joins the retry list in the same transaction as its
+        # audit rows: the poll takes `error` invoices only from that list, so a process killed before the list
+        # below is committed would otherwise leave a retryable invoice in `error` for good (chaos seed 262263).
+        # Over-inclusion is harmless: the list written at the end of the run keeps only the retryable ones.
+        failed = {sys_id_of[r.business_key] for r in records
+                  if r.entity == HEADER_ENTITY and r.outcome == "error" and r.business_key in sys_id_of}
+        with wh.writer() as con:
+            audit.write_audit(con, [r.as_row(run_id, asset_key, le, attempt) for r in records])
+            if failed:
+                pending = state.get_cursor(con, retry_cursor_name(le), [])
+                state.set_cursor(con, retry_cursor_name(le), sorted({*pending, *failed}))
         flushed.update(id(r) for r in records)
 
     results = post_invoices(verdicts, D365Ledger(d365.client()), ServiceNowStatusWriter(snow.client()),
