@@ -127,7 +127,7 @@ def bench_push(scale: float, work: Path) -> tuple[list[Figure], dict[str, Any]]:
 NOCHANGE_GROWTH = 3  # the larger no-change run has this many times the vendors, POs and PO lines
 
 
-def bench_nochange(scale: float, work: Path) -> tuple[list[Figure], dict[str, Any]]:
+def bench_nochange(scale: float, work: Path, repeats: int) -> tuple[list[Figure], dict[str, Any]]:
     """The no-change cycle on the demo data and on a data set NOCHANGE_GROWTH times larger, same legal entities and
     so the same number of Dagster runs. The difference isolates what grows with rows (the target) from what each
     run costs whatever its size (Dagster's run and event storage, warehouse connections), shown apart."""
@@ -137,7 +137,7 @@ def bench_nochange(scale: float, work: Path) -> tuple[list[Figure], dict[str, An
     results = []
     for i, size in enumerate(sizes):
         with SandboxProcess(**size.model_dump()) as sandbox:
-            results.append(run_child("bench.nochange", [], _env(sandbox, work / f"home-nochange-{i}")))
+            results.append(run_child("bench.nochange", [str(repeats)], _env(sandbox, work / f"home-nochange-{i}")))
     small, large = results
     if small["runs"] != large["runs"]:
         raise RuntimeError(f"the two no-change cycles ran {small['runs']} and {large['runs']} Dagster runs")
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every workload (0.01 for a smoke run)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of ours and the ceiling")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="interleaved runs of ours and the ceiling; unchanged cycles per no-change size")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<time>.json)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -189,8 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="d365snow-bench-") as tmp:
         for name in args.only.split(","):
             print(f"== {name}", flush=True)
-            if name == "extract":
-                got, raw[name] = bench_extract(args.scale, Path(tmp) / name, args.repeats)
+            if name in ("extract", "nochange"):
+                got, raw[name] = SECTIONS[name](args.scale, Path(tmp) / name, args.repeats)
             else:
                 got, raw[name] = SECTIONS[name](args.scale, Path(tmp) / name)
             figures += got

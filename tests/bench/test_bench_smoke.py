@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -30,7 +31,12 @@ def test_bench_runs_every_section_at_tiny_scale(tmp_path):
                      ("diff", "diff of 5,000 rows, one core")]:
         assert expected in names, expected
     for figure in report["figures"]:
-        assert figure["value"] >= 0
+        # The marginal CPU is a difference of two CPU times; at this scale the rows it spans cost less than the
+        # run-to-run noise, so its sign means nothing here (at full scale the bench reports it with a target).
+        if figure["name"].startswith("CPU per 10k unchanged rows, marginal"):
+            assert math.isfinite(figure["value"])
+        else:
+            assert figure["value"] >= 0, figure
         assert figure["verdict"] in ("PASS", "MISS", "")
     assert json.loads(out.read_text())["figures"] == report["figures"]
     # The no-change cycle must not write to ServiceNow at any scale: a correctness property, not a timing.
@@ -39,3 +45,5 @@ def test_bench_runs_every_section_at_tiny_scale(tmp_path):
     # Both no-change cycles ran the same Dagster runs over different row counts (else the marginal is meaningless).
     small, large = report["raw"]["nochange"]["small"], report["raw"]["nochange"]["large"]
     assert small["runs"] == large["runs"] and large["rows"] > small["rows"]
+    assert small["ok"] and large["ok"]
+    assert len(small["cpu_s_each"]) == 1 and small["cpu_s"] == min(small["cpu_s_each"])
