@@ -1,9 +1,14 @@
 """F&O snapshots: one table per entity, one current snapshot per (entity, legal entity) (DESIGN §7).
 
 Pages are spooled to Parquet files as they arrive (memory stays at one page, and no DuckDB lock is held while
-F&O is paged), then loaded in one writer transaction that inserts the new snapshot, computes row hashes,
-drops in-snapshot duplicates (skip-based paging can repeat a row when data moves between pages) and deletes the
-previous snapshot. A failed or partial extraction never reaches that transaction, so the current snapshot stays.
+F&O is paged), then loaded in one writer transaction that computes row hashes, drops in-snapshot duplicates
+(skip-based paging can repeat a row when data moves between pages) and turns the previous snapshot into the new
+one. A failed or partial extraction never reaches that transaction, so the current snapshot stays.
+
+Most rows are the same from one extraction to the next, so the swap is a delta: rows whose hash left are deleted,
+rows whose hash is new are inserted, and the rest are only relabelled with the new snapshot id. Unchanged rows are
+never rewritten (bench/: about half the commit CPU of a full insert-and-delete on an unchanged snapshot, about a
+fifth more when every row changed).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class SnapshotInfo:
     key_columns: tuple[str, ...]
     columns: tuple[str, ...]
     previous_snapshot_id: str | None = None
+    written: int = 0   # rows inserted: new or changed since the previous snapshot
+    removed: int = 0   # rows of the previous snapshot deleted: gone from F&O, or the old version of a changed row
 
 
 def table_name(entity: str) -> str:
@@ -166,34 +173,18 @@ def _commit(
         raise ValueError(f"{entity}: key columns {missing} are not in the extracted pages")
     _ensure_table(con, table, columns)
     business = sorted(columns)
-    inserted = 0
-    total = 0
+    inserted = written = total = 0
     if files:
         file_list = [str(f) for f in files]
         total = first(con.execute("SELECT count(*) FROM read_parquet(?)", [file_list]).fetchall())[0]  # type: ignore[index]
-        dedupe = ""
-        if keys:
-            partition = ", ".join(quote(k) for k in keys)
-            # Last occurrence wins: later pages were read later.
-            dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {partition} "
-                      "ORDER BY filename DESC, file_row_number DESC) = 1")
-        select_cols = ", ".join(quote(c) for c in business)
-        con.execute(
-            f"""INSERT INTO {table} BY NAME
-                SELECT {select_cols}, ? AS snapshot_id, ? AS legal_entity, ? AS extracted_at,
-                       {row_hash(business)} AS row_hash
-                FROM read_parquet(?, union_by_name = true, filename = true, file_row_number = true)
-                {dedupe}""",
-            [snapshot_id, legal_entity, extracted_at, file_list],
-        ).fetchall()
-        inserted = first(con.execute(f"SELECT count(*) FROM {table} WHERE snapshot_id = ?",
-                               [snapshot_id]).fetchall())[0]  # type: ignore[index]
+        inserted, written, removed = _load(con, table, legal_entity, snapshot_id, extracted_at, file_list, business,
+                                           keys)
+    else:
+        removed = _count(con.execute(f"DELETE FROM {table} WHERE legal_entity = ?", [legal_entity]))
     previous = first(con.execute(
         "SELECT snapshot_id FROM snapshots WHERE entity = ? AND legal_entity = ? AND is_current",
         [entity, legal_entity],
     ).fetchall())
-    con.execute(f"DELETE FROM {table} WHERE legal_entity = ? AND snapshot_id <> ?",
-                [legal_entity, snapshot_id]).fetchall()
     con.execute("UPDATE snapshots SET is_current = false WHERE entity = ? AND legal_entity = ?",
                 [entity, legal_entity]).fetchall()
     con.execute(
@@ -202,8 +193,55 @@ def _commit(
          list(keys), business],
     ).fetchall()
     return SnapshotInfo(entity, legal_entity, snapshot_id, extracted_at, inserted, total - inserted, keys,
-                        tuple(business), previous[0] if previous else None)
+                        tuple(business), previous[0] if previous else None, written, removed)
 
+
+def _count(result: duckdb.DuckDBPyConnection) -> int:
+    """The row count a DuckDB INSERT, DELETE or SELECT count(*) returns."""
+    return int(first(result.fetchall())[0])  # type: ignore[index]
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection, table: str, legal_entity: str, snapshot_id: str, extracted_at: datetime,
+    file_list: list[str], business: list[str], keys: tuple[str, ...],
+) -> tuple[int, int, int]:
+    """Make the spooled pages the rows of (table, legal entity) under ``snapshot_id``; returns the snapshot's row
+    count, the rows written and the rows removed."""
+    source = "read_parquet(?, union_by_name = true, filename = true, file_row_number = true)"
+    select_cols = ", ".join(quote(c) for c in business)
+    if not keys:
+        # Without a key two rows can be identical, and a hash set cannot count copies: replace every row.
+        removed = _count(con.execute(f"DELETE FROM {table} WHERE legal_entity = ?", [legal_entity]))
+        written = _count(con.execute(f"""INSERT INTO {table} BY NAME
+                                         SELECT {select_cols}, ? AS snapshot_id, ? AS legal_entity,
+                                                ? AS extracted_at, {row_hash(business)} AS row_hash FROM {source}""",
+                                     [snapshot_id, legal_entity, extracted_at, file_list]))
+        return written, written, removed
+    partition = ", ".join(quote(k) for k in keys)
+    # Last occurrence wins: later pages were read later.
+    dedupe = f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY filename DESC, file_row_number DESC) = 1"
+    # Keyed rows are unique by key, and the key is hashed, so each hash names one row. Only the hash and the row's
+    # place in the spool are held (a narrow table), never the rows themselves.
+    con.execute(f"""CREATE TEMP TABLE incoming_hashes AS
+                    SELECT filename, file_row_number, {row_hash(business)} AS row_hash FROM {source} {dedupe}""",
+                [file_list]).fetchall()
+    current = f"SELECT row_hash FROM {table} WHERE legal_entity = ?"
+    removed = _count(con.execute(f"DELETE FROM {table} WHERE legal_entity = ? "
+                                 "AND row_hash NOT IN (SELECT row_hash FROM incoming_hashes)", [legal_entity]))
+    written = 0
+    if _count(con.execute(f"SELECT count(*) FROM incoming_hashes WHERE row_hash NOT IN ({current})",
+                          [legal_entity])):
+        written = _count(con.execute(
+            f"""INSERT INTO {table} BY NAME
+                SELECT {select_cols}, ? AS snapshot_id, ? AS legal_entity, ? AS extracted_at, h.row_hash
+                FROM {source} JOIN incoming_hashes h USING (filename, file_row_number)
+                WHERE h.row_hash NOT IN ({current})""",
+            [snapshot_id, legal_entity, extracted_at, file_list, legal_entity]))
+    con.execute(f"UPDATE {table} SET snapshot_id = ?, extracted_at = ? WHERE legal_entity = ? AND snapshot_id <> ?",
+                [snapshot_id, extracted_at, legal_entity, snapshot_id]).fetchall()
+    rows = _count(con.execute("SELECT count(*) FROM incoming_hashes"))
+    con.execute("DROP TABLE incoming_hashes").fetchall()
+    return rows, written, removed
 
 def current_snapshot(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: str) -> SnapshotInfo | None:
     """The current snapshot of (entity, legal entity), or None if none was ever committed."""

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from decimal import Decimal
 
+import dagster as dg
+
+from d365_snow_assets.commands.runs import open_instance
+from d365_snow_assets.settings import load_settings
 from d365_snow_assets.warehouse import Warehouse
 
 from .conftest import Connector
@@ -117,8 +121,20 @@ def test_second_sync_without_change_writes_nothing(connector: Connector) -> None
                for counts in summary["pushed"].values()), summary["pushed"]
 
 
+def _extract_delta(entity_set: str, legal_entity: str) -> tuple[int, int, int]:
+    """(rows, rows written, rows removed) of the latest extract of entity_set for legal_entity, from Dagster."""
+    records = open_instance(load_settings()).fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["d365", entity_set]), asset_partitions=[legal_entity]),
+        limit=1).records
+    assert records and records[0].asset_materialization is not None
+    meta = records[0].asset_materialization.metadata
+    return tuple(int(meta[name].value) for name in ("dagster/row_count", "rows_new_or_changed", "rows_removed"))
+
+
 def test_sync_after_mutations_changes_exactly_those_records(connector: Connector) -> None:
     connector.sync()
+    rows, written, removed = _extract_delta("PurchaseOrderLinesV2", "usmf")
+    assert rows == written > 0 and removed == 0
     d365 = connector.server.world.d365
     vendor = d365.add_vendor({"dataAreaId": "demf", "VendorOrganizationName": "Neue Lieferant GmbH",
                               "VendorGroupId": "10", "CurrencyCode": "EUR"})
@@ -146,6 +162,10 @@ def test_sync_after_mutations_changes_exactly_those_records(connector: Connector
     # po_amount is the sum of the order's lines, so exactly the touched orders change.
     assert pushed["sn_shop_purchase_order"] == {"updated": len(pos)}
     assert not pushed.get("sn_fin_gl_account")
+    # The usmf PO-line snapshot swapped only what changed: the repriced line (its old row out, its new row in) and
+    # the removed line (out); every other line was relabelled, not rewritten.
+    assert _extract_delta("PurchaseOrderLinesV2", "usmf") == (rows - 1, 1, 2)
+    assert _extract_delta("PurchaseOrderLinesV2", "demf")[1:] == (0, 0)
 
     supplier = connector.snow("sn_fin_supplier", f"supplier_code={vendor['VendorAccountNumber']}")
     assert [s["name"] for s in supplier] == ["Neue Lieferant GmbH"]

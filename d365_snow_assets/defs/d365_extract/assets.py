@@ -46,6 +46,9 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
             "legal_entity": legal_entity or "all (shared)",
             "snapshot_id": info.snapshot_id,
             "duplicate_keys_dropped": info.duplicates,
+            # The snapshot swap is a delta: these are the rows it wrote and deleted (0 and 0 when nothing changed).
+            "rows_new_or_changed": info.written,
+            "rows_removed": info.removed,
             "seconds": round(seconds, 2),
             "rows_per_second": int(info.rows / seconds) if seconds else 0,
             "extracted_at": dg.MetadataValue.timestamp(info.extracted_at),
