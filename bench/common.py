@@ -6,6 +6,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,46 @@ def run_child(module: str, args: list[str], env: dict[str, str], timeout_s: floa
     if done.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class ChildSession:
+    """``python -m module args`` kept running and asked for one measurement at a time: each line written to its
+    stdin is answered by one JSON line on its stdout. Lets two contenders take turns, so a machine that slows down
+    for a while slows both alike."""
+
+    def __init__(self, module: str, args: list[str], env: dict[str, str]) -> None:
+        self.module = module
+        # A file, not a pipe: a chatty child would block once a pipe nobody reads is full.
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives until close()
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=ROOT, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
+
+    def answer(self) -> dict[str, Any]:
+        """The next JSON line the child prints (its first one says it is ready)."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=60)
+            self.stderr.seek(0)
+            stderr = self.stderr.read()
+            raise RuntimeError(f"{self.module} stopped ({self.proc.returncode}):\n{stderr[-3000:]}")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.answer()
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
 
 
 @dataclass
