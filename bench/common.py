@@ -59,14 +59,19 @@ class ChildSession:
         return self.answer()
 
     def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc)
         self.stderr.close()
+
+
+def stop_child(proc: subprocess.Popen[str], timeout_s: float = 60) -> None:
+    """Close the stdin of a child that serves until its stdin closes; kill it if it does not exit in time."""
+    if proc.stdin:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass

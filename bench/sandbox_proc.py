@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from bench.common import stop_child
+
 
 class SandboxProcess:
     """A child process running :class:`SandboxServer` with the given data size."""
@@ -47,13 +49,7 @@ class SandboxProcess:
         if self._admin:
             self._admin.close()
         if self.proc:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_child(self.proc, timeout_s=30)
 
     @property
     def pid(self) -> int:

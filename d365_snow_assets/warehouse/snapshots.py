@@ -176,7 +176,7 @@ def _commit(
     inserted = written = total = 0
     if files:
         file_list = [str(f) for f in files]
-        total = first(con.execute("SELECT count(*) FROM read_parquet(?)", [file_list]).fetchall())[0]  # type: ignore[index]
+        total = _count(con.execute("SELECT count(*) FROM read_parquet(?)", [file_list]))
         inserted, written, removed = _load(con, table, legal_entity, snapshot_id, extracted_at, file_list, business,
                                            keys)
     else:
@@ -248,6 +248,7 @@ def _load(
     rows = _count(con.execute("SELECT count(*) FROM incoming_hashes"))
     con.execute("DROP TABLE incoming_hashes").fetchall()
     return rows, written, removed
+
 
 def current_snapshot(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: str) -> SnapshotInfo | None:
     """The current snapshot of (entity, legal entity), or None if none was ever committed."""
