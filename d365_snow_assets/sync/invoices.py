@@ -111,6 +111,34 @@ def poll_invoices(snow: ServiceNowClient, warehouse: Warehouse, legal_entity: st
     return InvoicePoll(legal_entity.lower(), list(headers.values()), lines, new_cursor, sources)
 
 
+_WAITING = frozenset({"new", "in_progress"})
+
+
+def still_waiting(snow: ServiceNowClient, poll: InvoicePoll, retry_ids: Sequence[str]) -> tuple[InvoicePoll,
+                                                                                               dict[str, str]]:
+    """The polled invoices that still wait, read again once the run holds the legal entity's posting lock:
+    another run may have handled some of them between this run's poll and now. ``new`` and ``in_progress`` ones
+    stay (an ``in_progress`` one seen under the lock is a crashed attempt's), ``error`` ones only while on the retry
+    list. Returns the remaining poll and, for the rest, number → the status found (``deleted`` when gone)."""
+    retry = set(retry_ids)
+    status: dict[str, str] = {}
+    ids = [h["sys_id"] for h in poll.headers]
+    for start in range(0, len(ids), _LINE_CHUNK):
+        q = f"sys_idIN{_ids_query(ids[start:start + _LINE_CHUNK])}"
+        for rows in snow.iter_static(HEADER_TABLE, q, fields=["sys_id", "integration_status"]):
+            status.update((r["sys_id"], r["integration_status"]) for r in rows)
+    keep = {i for i in ids if status.get(i) in _WAITING or (status.get(i) == "error" and i in retry)}
+    handled = {h["number"]: status.get(h["sys_id"], "deleted") for h in poll.headers if h["sys_id"] not in keep}
+    return replace(poll, headers=[h for h in poll.headers if h["sys_id"] in keep],
+                   lines=[li for li in poll.lines if li["outbound_invoice"] in keep]), handled
+
+
+def later_cursor(stored: dict[str, str] | None, polled: dict[str, str] | None) -> dict[str, str] | None:
+    """The keyset position further on: a run that polled before another run committed must not move it back."""
+    positions = [c for c in (stored, polled) if c]
+    return max(positions, key=lambda c: (c["updated_on"], c["sys_id"])) if positions else None
+
+
 # -- incremental BI extract ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class IncrementalResult:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from d365_snow_assets.mapping.spec import TargetMapping
-from d365_snow_assets.warehouse import audit, snapshots, state
+from d365_snow_assets.warehouse import audit, exclusive, snapshots, state
 from d365_snow_assets.warehouse import diff as diff_module
 
 SCHEMA: tuple[str, ...] = (*snapshots.SCHEMA, *state.SCHEMA, *audit.SCHEMA)
@@ -98,6 +98,12 @@ class Warehouse:
                 pass
         with self._locked(), self._connect(read_only=True) as con:
             yield con
+
+    def exclusive(self, name: str, holder: str, *, timeout: float,
+                  on_wait: Callable[[str, float], None] | None = None) -> AbstractContextManager[None]:
+        """A named lock beside this file for long work that must not run in two processes at once (the
+        warehouse lock itself is only ever held for one short transaction); see ``warehouse/exclusive.py``."""
+        return exclusive.exclusive(exclusive.lock_path(self.path, name), holder, timeout=timeout, on_wait=on_wait)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -25,15 +25,17 @@ from ...sync.invoices import (
     InvoicePoll,
     apply_status_updates,
     extract_incremental,
+    later_cursor,
     plan_payments,
     poll_cursor_name,
     poll_invoices,
     posted_status_updates,
     reconcile,
     retry_cursor_name,
+    still_waiting,
 )
 from ...sync.push import AuditContext, push_plan
-from ...warehouse import audit, state
+from ...warehouse import ExclusiveBusy, Warehouse, audit, state
 from ..d365_extract.assets import extract_key
 from ..partitions import LEGAL_ENTITY
 from ..resources import D365Resource, ServiceNowResource, WarehouseResource
@@ -48,6 +50,13 @@ MISMATCH_CHECK = "no_mismatches"
 REFERENCE_DEPS = [extract_key(e) for e in ("VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2",
                                            "MainAccounts", "FinancialDimensionValues")]
 _TAGS = {"direction": "snow_to_d365"}
+# How long a run waits for another run posting the same legal entity's invoices before it fails (its invoices stay
+# `new` for the next run). A month-end batch of a few thousand invoices posts well inside it. [choice]
+POSTING_WAIT_S = 3600.0
+
+
+def posting_lock_name(legal_entity: str) -> str:
+    return f"invoice-posting-{legal_entity.lower()}"
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> dg.MetadataValue:
@@ -89,15 +98,38 @@ def outbound_invoices(context: dg.AssetExecutionContext, snow: ServiceNowResourc
     description="Every polled invoice validated against the F&O snapshots (all problems collected); valid ones "
                 "created in F&O as pending vendor invoices (header, then lines) through the natural-key lookup of "
                 "DESIGN §5.2, never twice and never over a posted one; ServiceNow written back (`processed` + "
-                "erp_number, or `error` + a message for the AP clerk); every invoice and line audited.",
+                "erp_number, or `error` + a message for the AP clerk); every invoice and line audited. One run "
+                "at a time per legal entity: a second one waits, then posts only what still waits.",
 )
 def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resource,
                     snow: ServiceNowResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     le = context.partition_key
     wh = warehouse.open()
+
+    def waiting(owner: str, waited: float) -> None:
+        context.log.info(f"{le.upper()}: waiting for {owner} to finish posting invoices ({waited:.0f} s so far)")
+
+    # One run at a time posts a legal entity's invoices; everything from the re-read to the last commit happens
+    # under the lock, so no other run's status writes or retry list interleave with this run's.
+    try:
+        with wh.exclusive(posting_lock_name(le), f"run {context.run.run_id} (since {datetime.now(UTC):%H:%M:%S} "
+                          "UTC)", timeout=POSTING_WAIT_S, on_wait=waiting):
+            return _post(context, poll, d365, snow, wh)
+    except ExclusiveBusy as exc:
+        raise dg.Failure(f"{le.upper()}: another run is still posting this legal entity's invoices ({exc}). "
+                         "Nothing was posted by this run; its invoices stay waiting for the next one.") from None
+
+
+def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resource, snow: ServiceNowResource,
+          wh: Warehouse) -> dg.MaterializeResult:
+    le = context.partition_key
+    run_id, asset_key, attempt = context.run.run_id, context.asset_key.to_user_string(), context.retry_number + 1
+    poll, handled = still_waiting(snow.client(), poll, wh.get_cursor(retry_cursor_name(le), []))
+    if handled:
+        context.log.info(f"{le.upper()}: {len(handled)} polled invoices were handled by another run meanwhile: "
+                         f"{', '.join(f'{n} ({s})' for n, s in sorted(handled.items())[:20])}")
     parsed = parse_invoices(poll.headers, poll.lines)
     verdicts = validate_invoices(parsed, InvoiceReferences.from_warehouse(wh, [le]))
-    run_id, asset_key, attempt = context.run.run_id, context.asset_key.to_user_string(), context.retry_number + 1
     flushed: set[int] = set()
 
     sys_id_of = {p.invoice.business_key: p.invoice.sys_id for p in parsed}
@@ -127,7 +159,8 @@ def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: 
         if rows:
             audit.write_audit(con, rows)
         if poll.cursor:
-            state.set_cursor(con, poll_cursor_name(le), poll.cursor)
+            stored = state.get_cursor(con, poll_cursor_name(le))
+            state.set_cursor(con, poll_cursor_name(le), later_cursor(stored, poll.cursor))
         state.set_cursor(con, retry_cursor_name(le), retry)
     counts = outcome_counts(results)
     context.log.info(f"{le.upper()}: {counts or 'no invoices'}")
@@ -135,7 +168,7 @@ def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: 
     metadata.update({"dagster/row_count": len(results), "invoices": len(results),
                      "sent_to_fno": sum(counts.get(k, 0) for k in ("created", "reused")),
                      "rejected": counts.get("rejected", 0), "errors": counts.get("error", 0),
-                     "retry_next_run": len(retry)})
+                     "retry_next_run": len(retry), "handled_by_another_run": len(handled)})
     if results:
         metadata["preview"] = _table([{"number": r.number, "key": r.business_key, "outcome": r.outcome,
                                        "erp_number": r.erp_number or "", "message": r.message} for r in results])

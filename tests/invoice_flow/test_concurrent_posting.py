@@ -1,0 +1,101 @@
+"""Two runs posting the same legal entity's invoices (chaos seed 882466: one left a valid invoice in `error`, off
+the retry list, because the other overwrote that list). One run at a time holds the posting lock, and a run whose
+poll went stale meanwhile posts only what still waits: no ServiceNow write, no F&O write, no audit row for the rest."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import dagster as dg
+
+from d365_snow_assets.commands.runs import open_instance, run_cycle
+from d365_snow_assets.definitions import defs
+from d365_snow_assets.defs.invoices.assets import POSTING_KEY, posting_lock_name
+from d365_snow_assets.settings import load_settings
+from d365_snow_assets.sync.invoices import later_cursor
+from d365_snow_assets.warehouse import Warehouse
+
+from .conftest import Connector
+
+OUTBOUND = "sn_spend_intg_outbound_invoice"
+
+
+def _prepared(connector: Connector) -> tuple[dg.DagsterInstance, dg.JobDefinition]:
+    """Reference data and legal entities synced (the invoices validate against them), no invoice run yet."""
+    settings = load_settings()
+    instance = open_instance(settings)
+    outcomes = run_cycle(settings, instance, push=True, invoices=False)
+    assert all(o.success for o in outcomes), [o.error for o in outcomes]
+    return instance, defs().resolve_job_def("invoice_round_trip")
+
+
+def _usmf(connector: Connector) -> list[dict[str, str]]:
+    return connector.snow(OUTBOUND, "legal_entity=USMF")
+
+
+def _usmf_headers(connector: Connector) -> int:
+    return len(connector.fno('SELECT 1 FROM "VendorInvoiceHeaders" WHERE "dataAreaId" = ?', ["usmf"]))
+
+
+def _posting_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    [mat] = result.asset_materializations_for_node("invoices__posting")
+    assert mat.asset_key == POSTING_KEY
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def test_a_run_whose_poll_went_stale_leaves_the_invoices_another_run_handled(connector: Connector) -> None:
+    instance, job = _prepared(connector)
+    first = job.execute_in_process(instance=instance, partition_key="usmf")
+    invoices = _usmf(connector)
+    assert invoices and not [r for r in invoices if r["integration_status"] in ("new", "in_progress")]
+    mods = {r["sys_id"]: r["sys_mod_count"] for r in invoices}
+    headers = _usmf_headers(connector)
+    assert headers == sum(r["integration_status"] == "processed" for r in invoices) > 0
+
+    # The posting step alone, on the poll the first run stored: as if it had polled at the same moment.
+    late = job.execute_in_process(instance=instance, partition_key="usmf", asset_selection=[POSTING_KEY])
+    meta = _posting_metadata(late)
+    assert meta["handled_by_another_run"] == _posting_metadata(first)["invoices"] == len(invoices)
+    assert meta["invoices"] == 0
+    assert {r["sys_id"]: r["sys_mod_count"] for r in _usmf(connector)} == mods  # not one ServiceNow write
+    assert _usmf_headers(connector) == headers
+    assert Warehouse(connector.home / "warehouse.duckdb").audit_for_run(late.run_id).height == 0
+
+
+def test_a_second_run_waits_for_the_one_posting_then_posts_everything_once(connector: Connector) -> None:
+    instance, job = _prepared(connector)
+    run_id = str(uuid.uuid4())
+    done: list[dg.ExecuteInProcessResult] = []
+    thread = threading.Thread(target=lambda: done.append(job.execute_in_process(
+        instance=instance, partition_key="usmf", run_id=run_id, raise_on_error=False)))
+    warehouse = Warehouse(connector.home / "warehouse.duckdb")
+    with warehouse.exclusive(posting_lock_name("usmf"), "the test's holder", timeout=5):
+        thread.start()
+        deadline = time.monotonic() + 300
+        while not any("waiting for the test's holder" in (r.user_message or "") for r in instance.all_logs(run_id)):
+            assert thread.is_alive() and time.monotonic() < deadline, "the run never waited for the lock"
+            time.sleep(0.1)
+        # The run has polled and now waits: nothing of USMF reached F&O or changed in ServiceNow.
+        assert _usmf_headers(connector) == 0
+        assert {r["integration_status"] for r in _usmf(connector)} == {"new"}
+    thread.join(timeout=600)
+    assert done and done[0].success
+    invoices = _usmf(connector)
+    processed = sum(r["integration_status"] == "processed" for r in invoices)
+    assert {r["integration_status"] for r in invoices} <= {"processed", "error"}
+    assert _usmf_headers(connector) == processed > 0
+    assert _posting_metadata(done[0])["handled_by_another_run"] == 0
+
+
+def test_the_poll_cursor_never_moves_back() -> None:
+    early = {"updated_on": "2026-11-30 10:00:00", "sys_id": "b"}
+    tie = {"updated_on": "2026-11-30 10:00:00", "sys_id": "c"}
+    late = {"updated_on": "2026-11-30 10:00:01", "sys_id": "a"}
+    assert later_cursor(late, early) == late
+    assert later_cursor(early, tie) == tie
+    assert later_cursor(None, early) == early
+    assert later_cursor(early, None) == early
+    assert later_cursor(None, None) is None
