@@ -31,7 +31,7 @@ from .targets import SyncTarget
 HEADER_FIELDS = ["sys_id", "number", "supplier_invoice_number", "supplier", "legal_entity", "currency",
                  "invoice_date", "due_date", "amount_invoiced", "tax_amount", "purchase_order", "invoice_type",
                  "integration_status", "erp_number", "erp_posting_date", "processing_message", "invoice",
-                 "sys_updated_on"]
+                 "sys_updated_on", "sys_mod_count"]
 LINE_FIELDS = ["sys_id", "outbound_invoice", "line_number", "purchase_order", "purchase_order_line", "item_number",
                "description", "quantity", "unit_price", "amount", "gl_account", "cost_center", "tax_amount"]
 SHOP_INVOICE = "sn_shop_invoice"
@@ -65,7 +65,7 @@ class InvoicePoll:
     headers: list[dict[str, Any]]
     lines: list[dict[str, Any]]
     cursor: dict[str, str] | None  # the new keyset position (committed with the posting's audit rows)
-    sources: dict[str, int] = field(default_factory=dict)  # new / in_progress / retry
+    sources: dict[str, int] = field(default_factory=dict)  # what the poll selected: new / in_progress / retry
 
 
 def _ids_query(ids: Sequence[str]) -> str:
@@ -93,48 +93,78 @@ def poll_invoices(snow: ServiceNowClient, warehouse: Warehouse, legal_entity: st
                                             fields=HEADER_FIELDS) for r in rows]
     sources["in_progress"] = len(stuck)
     headers.update((r["sys_id"], r) for r in stuck)
-    retry_ids = [i for i in warehouse.get_cursor(retry_cursor_name(legal_entity), []) if i not in headers]
-    retried = 0
-    for start in range(0, len(retry_ids), _LINE_CHUNK):
-        q = f"{base}^integration_status=error^sys_idIN{_ids_query(retry_ids[start:start + _LINE_CHUNK])}"
-        for rows in snow.iter_static(HEADER_TABLE, q, fields=HEADER_FIELDS):
-            headers.update((r["sys_id"], r) for r in rows)
-            retried += len(rows)
-    sources["retry"] = retried
-    lines: list[dict[str, Any]] = []
-    ids = list(headers)
+    retried = _retryable(snow, le, [i for i in warehouse.get_cursor(retry_cursor_name(legal_entity), [])
+                                    if i not in headers])
+    sources["retry"] = len(retried)
+    headers.update((r["sys_id"], r) for r in retried)
+    new_cursor = {"updated_on": last.updated_on, "sys_id": last.sys_id} if last else None
+    return InvoicePoll(legal_entity.lower(), list(headers.values()), _lines(snow, list(headers)), new_cursor,
+                       sources)
+
+
+def _retryable(snow: ServiceNowClient, le: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The headers among ``ids`` that are still ``error`` (a clerk may have resubmitted or cancelled some)."""
+    found: list[dict[str, Any]] = []
     for start in range(0, len(ids), _LINE_CHUNK):
-        q = f"outbound_invoiceIN{_ids_query(ids[start:start + _LINE_CHUNK])}"
+        q = f"legal_entity={escape(le)}^integration_status=error^sys_idIN{_ids_query(ids[start:start + _LINE_CHUNK])}"
+        for rows in snow.iter_static(HEADER_TABLE, q, fields=HEADER_FIELDS):
+            found.extend(rows)
+    return found
+
+
+def _lines(snow: ServiceNowClient, header_ids: Sequence[str]) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    for start in range(0, len(header_ids), _LINE_CHUNK):
+        q = f"outbound_invoiceIN{_ids_query(header_ids[start:start + _LINE_CHUNK])}"
         for rows in snow.iter_static(LINE_TABLE, q, fields=LINE_FIELDS):
             lines.extend(rows)
-    new_cursor = {"updated_on": last.updated_on, "sys_id": last.sys_id} if last else None
-    return InvoicePoll(legal_entity.lower(), list(headers.values()), lines, new_cursor, sources)
+    return lines
 
 
-_WAITING = frozenset({"new", "in_progress"})
+_CHANGE_FIELDS = ("sys_id", "integration_status", "sys_updated_on", "sys_mod_count")
 
 
-def still_waiting(snow: ServiceNowClient, poll: InvoicePoll, retry_ids: Sequence[str]) -> tuple[InvoicePoll,
-                                                                                               dict[str, str]]:
-    """The polled invoices that still wait, read again once the run holds the legal entity's posting lock:
-    another run may have handled some of them between this run's poll and now. ``new`` and ``in_progress`` ones
-    stay (an ``in_progress`` one seen under the lock is a crashed attempt's), ``error`` ones only while on the retry
-    list. Returns the remaining poll and, for the rest, number → the status found (``deleted`` when gone)."""
-    retry = set(retry_ids)
-    status: dict[str, str] = {}
+@dataclass(frozen=True)
+class PostingScope:
+    """What one run posts once it holds the legal entity's posting lock."""
+
+    poll: InvoicePoll  # the polled invoices nobody has written since the poll
+    handled: dict[str, str]  # polled invoices another run wrote meanwhile: number → their status now
+    carried: list[str]  # retryable invoices on the list that this run did not poll: stay there for the next run
+
+
+def scope_under_lock(snow: ServiceNowClient, poll: InvoicePoll, retry_ids: Sequence[str]) -> PostingScope:
+    """Read again, under the posting lock, what this run polled before it: another run may have posted since
+    (``retry_ids`` is the retry list as it is now). A polled invoice is posted only if nobody wrote it since the
+    poll (same status and ``sys_mod_count``); one that another run wrote is left alone, and if that run failed it
+    with a retryable error it is on the list, so the next run takes it up. Not now: the lookup of an invoice whose
+    header F&O did not confirm is worth more after a pause (invoices/posting.py). Invoices on the list that this
+    run did not poll are carried over, because the list this run commits replaces the one it found."""
+    status: dict[str, dict[str, Any]] = {}
     ids = [h["sys_id"] for h in poll.headers]
     for start in range(0, len(ids), _LINE_CHUNK):
         q = f"sys_idIN{_ids_query(ids[start:start + _LINE_CHUNK])}"
-        for rows in snow.iter_static(HEADER_TABLE, q, fields=["sys_id", "integration_status"]):
-            status.update((r["sys_id"], r["integration_status"]) for r in rows)
-    keep = {i for i in ids if status.get(i) in _WAITING or (status.get(i) == "error" and i in retry)}
-    handled = {h["number"]: status.get(h["sys_id"], "deleted") for h in poll.headers if h["sys_id"] not in keep}
-    return replace(poll, headers=[h for h in poll.headers if h["sys_id"] in keep],
-                   lines=[li for li in poll.lines if li["outbound_invoice"] in keep]), handled
+        for rows in snow.iter_static(HEADER_TABLE, q, fields=list(_CHANGE_FIELDS)):
+            status.update((r["sys_id"], r) for r in rows)
+
+    def untouched(header: dict[str, Any]) -> bool:
+        now = status.get(header["sys_id"])
+        return now is not None and all(now.get(f) == header.get(f) for f in _CHANGE_FIELDS)
+
+    keep = {h["sys_id"] for h in poll.headers if untouched(h)}
+    handled = {h["number"]: status.get(h["sys_id"], {}).get("integration_status", "deleted")
+               for h in poll.headers if h["sys_id"] not in keep}
+    polled = set(ids)
+    carried = [r["sys_id"] for r in _retryable(snow, poll.legal_entity.upper(),
+                                               [i for i in retry_ids if i not in polled])]
+    return PostingScope(replace(poll, headers=[h for h in poll.headers if h["sys_id"] in keep],
+                                lines=[li for li in poll.lines if li["outbound_invoice"] in keep]),
+                        handled, carried)
 
 
 def later_cursor(stored: dict[str, str] | None, polled: dict[str, str] | None) -> dict[str, str] | None:
-    """The keyset position further on: a run that polled before another run committed must not move it back."""
+    """The keyset position further on: a run that polled before another run committed must not move it back.
+    ``updated_on`` is ServiceNow's ``YYYY-MM-DD HH:MM:SS`` (UTC), so text order is time order."""
     positions = [c for c in (stored, polled) if c]
     return max(positions, key=lambda c: (c["updated_on"], c["sys_id"])) if positions else None
 

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import filelock
@@ -42,9 +43,13 @@ def _owner(path: Path) -> str:
 def exclusive(path: Path, holder: str, *, timeout: float,
               on_wait: Callable[[str, float], None] | None = None) -> Iterator[None]:
     """Hold the lock file ``path`` for the block. While another process holds it, call ``on_wait(owner, waited_s)``
-    at once and then every 15 s; raise :class:`ExclusiveBusy` after ``timeout`` seconds."""
+    at once and then every 15 s; raise :class:`ExclusiveBusy` after ``timeout`` seconds. ``owner`` is the holder's
+    ``holder`` text plus when it took the lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(path)
+    # No silent fallback to a marker-file lock where flock is missing: that one would outlive a killed holder.
+    # A non-negative timeout on every acquire also keeps filelock from calling a second holder in this process
+    # (another thread's lock object) a deadlock.
+    lock = filelock.FileLock(path, fallback_to_soft=False)
     owner_file = path.with_suffix(".owner")
     start = time.monotonic()
     wait = 0.0  # the first attempt does not block, so the caller hears about a holder before waiting on it
@@ -56,12 +61,12 @@ def exclusive(path: Path, holder: str, *, timeout: float,
             waited = time.monotonic() - start
             owner = _owner(owner_file)
             if waited >= timeout:
-                raise ExclusiveBusy(f"{owner} kept {path.name} for the last {waited:.0f} s") from None
+                raise ExclusiveBusy(f"{owner} still held {path.name} after {waited:.0f} s of waiting") from None
             if on_wait:
                 on_wait(owner, waited)
             wait = min(_POLL_S, timeout - waited)
     try:
-        owner_file.write_text(holder, encoding="utf-8")
+        owner_file.write_text(f"{holder} (since {datetime.now(UTC):%H:%M:%S} UTC)", encoding="utf-8")
         yield
     finally:
         lock.release()

@@ -10,12 +10,15 @@ import uuid
 from typing import Any
 
 import dagster as dg
+import polars as pl
+import pytest
 
 from d365_snow_assets.commands.runs import open_instance, run_cycle
 from d365_snow_assets.definitions import defs
-from d365_snow_assets.defs.invoices.assets import POSTING_KEY, posting_lock_name
+from d365_snow_assets.defs.invoices import assets as invoice_assets
+from d365_snow_assets.defs.invoices.assets import POLL_KEY, POSTING_KEY, posting_lock_name
 from d365_snow_assets.settings import load_settings
-from d365_snow_assets.sync.invoices import later_cursor
+from d365_snow_assets.sync.invoices import later_cursor, poll_cursor_name, retry_cursor_name
 from d365_snow_assets.warehouse import Warehouse
 
 from .conftest import Connector
@@ -90,6 +93,30 @@ def test_a_second_run_waits_for_the_one_posting_then_posts_everything_once(conne
     assert _posting_metadata(done[0])["handled_by_another_run"] == 0
 
 
+def test_an_invoice_another_run_left_on_the_retry_list_after_this_poll_stays_there(connector: Connector) -> None:
+    """The list a posting commits replaces the one it found: what another run put there after this run polled must
+    still be there afterwards (or it would stay in `error` for good), and the next run takes it up."""
+    instance, job = _prepared(connector)
+    for le in load_settings().legal_entities:
+        job.execute_in_process(instance=instance, partition_key=le)
+    rejected = next(r for r in connector.snow(OUTBOUND, "integration_status=error"))
+    le = rejected["legal_entity"].lower()
+    job.execute_in_process(instance=instance, partition_key=le, asset_selection=[POLL_KEY])  # polls nothing
+    warehouse = Warehouse(connector.home / "warehouse.duckdb")
+    warehouse.set_cursor(retry_cursor_name(le), [rejected["sys_id"]])  # as another run would have left it
+
+    late = job.execute_in_process(instance=instance, partition_key=le, asset_selection=[POSTING_KEY])
+    assert (_posting_metadata(late)["invoices"], _posting_metadata(late)["retry_next_run"]) == (0, 1)
+    assert warehouse.get_cursor(retry_cursor_name(le)) == [rejected["sys_id"]]
+
+    following = job.execute_in_process(instance=instance, partition_key=le)
+    meta = _posting_metadata(following)
+    assert (meta["invoices"], meta["rejected"], meta["retry_next_run"]) == (1, 1, 0)
+    audit = warehouse.audit_for_run(following.run_id).filter(pl.col("outcome") == "rejected")
+    assert audit.height == 1 and rejected["supplier_invoice_number"] in audit.item(0, "business_key")
+    assert warehouse.get_cursor(retry_cursor_name(le)) == []  # rejected again: not retryable
+
+
 def test_the_poll_cursor_never_moves_back() -> None:
     early = {"updated_on": "2026-11-30 10:00:00", "sys_id": "b"}
     tie = {"updated_on": "2026-11-30 10:00:00", "sys_id": "c"}
@@ -99,3 +126,20 @@ def test_the_poll_cursor_never_moves_back() -> None:
     assert later_cursor(None, early) == early
     assert later_cursor(early, None) == early
     assert later_cursor(None, None) is None
+
+
+def test_a_run_that_waited_too_long_fails_clearly_and_changes_nothing(connector: Connector,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    instance, job = _prepared(connector)
+    monkeypatch.setattr(invoice_assets, "POSTING_WAIT_S", 0.5)
+    warehouse = Warehouse(connector.home / "warehouse.duckdb")
+    with warehouse.exclusive(posting_lock_name("usmf"), "run 1234", timeout=5):
+        result = job.execute_in_process(instance=instance, partition_key="usmf", raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    text = failure.step_failure_data.user_failure_data.description
+    assert text.startswith("USMF: another run is still posting this legal entity's invoices (run 1234 (since ")
+    assert "Nothing was posted by this run" in text
+    assert {r["integration_status"] for r in _usmf(connector)} == {"new"}
+    assert _usmf_headers(connector) == 0
+    assert warehouse.get_cursor(poll_cursor_name("usmf")) is None  # the next run polls the same invoices

@@ -32,7 +32,7 @@ from ...sync.invoices import (
     posted_status_updates,
     reconcile,
     retry_cursor_name,
-    still_waiting,
+    scope_under_lock,
 )
 from ...sync.push import AuditContext, push_plan
 from ...warehouse import ExclusiveBusy, Warehouse, audit, state
@@ -51,7 +51,7 @@ REFERENCE_DEPS = [extract_key(e) for e in ("VendorsV2", "PurchaseOrderHeadersV2"
                                            "MainAccounts", "FinancialDimensionValues")]
 _TAGS = {"direction": "snow_to_d365"}
 # How long a run waits for another run posting the same legal entity's invoices before it fails (its invoices stay
-# `new` for the next run). A month-end batch of a few thousand invoices posts well inside it. [choice]
+# as they are, for the next run). A month-end batch of a few thousand invoices posts well inside it. [choice]
 POSTING_WAIT_S = 3600.0
 
 
@@ -112,8 +112,8 @@ def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: 
     # One run at a time posts a legal entity's invoices; everything from the re-read to the last commit happens
     # under the lock, so no other run's status writes or retry list interleave with this run's.
     try:
-        with wh.exclusive(posting_lock_name(le), f"run {context.run.run_id} (since {datetime.now(UTC):%H:%M:%S} "
-                          "UTC)", timeout=POSTING_WAIT_S, on_wait=waiting):
+        with wh.exclusive(posting_lock_name(le), f"run {context.run.run_id}", timeout=POSTING_WAIT_S,
+                          on_wait=waiting):
             return _post(context, poll, d365, snow, wh)
     except ExclusiveBusy as exc:
         raise dg.Failure(f"{le.upper()}: another run is still posting this legal entity's invoices ({exc}). "
@@ -124,10 +124,11 @@ def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resour
           wh: Warehouse) -> dg.MaterializeResult:
     le = context.partition_key
     run_id, asset_key, attempt = context.run.run_id, context.asset_key.to_user_string(), context.retry_number + 1
-    poll, handled = still_waiting(snow.client(), poll, wh.get_cursor(retry_cursor_name(le), []))
+    scope = scope_under_lock(snow.client(), poll, wh.get_cursor(retry_cursor_name(le), []))
+    poll, handled = scope.poll, scope.handled
     if handled:
-        context.log.info(f"{le.upper()}: {len(handled)} polled invoices were handled by another run meanwhile: "
-                         f"{', '.join(f'{n} ({s})' for n, s in sorted(handled.items())[:20])}")
+        context.log.info(f"{le.upper()}: {len(handled)} polled invoices were written by another run meanwhile and "
+                         f"are left to it: {', '.join(f'{n} ({s})' for n, s in sorted(handled.items())[:20])}")
     parsed = parse_invoices(poll.headers, poll.lines)
     verdicts = validate_invoices(parsed, InvoiceReferences.from_warehouse(wh, [le]))
     flushed: set[int] = set()
@@ -153,7 +154,7 @@ def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resour
     rows = [row for row, record in zip(audit_rows(results, run_id, asset_key, le, attempt=attempt),
                                        (r for res in results for r in res.audit), strict=True)
             if id(record) not in flushed]
-    retry = sorted(r.sys_id for r in results if r.outcome == "error" and r.retryable)
+    retry = sorted({*scope.carried, *(r.sys_id for r in results if r.outcome == "error" and r.retryable)})
     # Audit, keyset cursor and retry list commit together: the cursor never passes work that is not recorded.
     with wh.writer() as con:
         if rows:
