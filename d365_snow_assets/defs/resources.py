@@ -16,6 +16,7 @@ from ..clients.servicenow import ServiceNowClient
 from ..paths import StatePaths
 from ..settings import ConnectorSettings, load_settings
 from ..warehouse import Warehouse
+from .io_manager import AtomicFilesystemIOManager
 
 
 class _SettingsBacked(dg.ConfigurableResource):
@@ -74,7 +75,8 @@ class ServiceNowResource(_ClientResource):
 
 
 def connector_resources() -> dict[str, Any]:
-    return {"d365": D365Resource(), "snow": ServiceNowResource(), "warehouse": WarehouseResource()}
+    return {"d365": D365Resource(), "snow": ServiceNowResource(), "warehouse": WarehouseResource(),
+            "io_manager": AtomicFilesystemIOManager()}
 
 
 @dg.definitions
