@@ -41,7 +41,7 @@ BI_KEYS = ("dataAreaId", "SourceKey")
 # The BI entities are read from (watermark - overlap): a row committed late with an earlier SysModifiedDateTime,
 # or a clock difference between F&O's AOS nodes, is read again instead of missed; the merge de-duplicates. [choice]
 OVERLAP = timedelta(minutes=10)
-_LINE_CHUNK = 100  # sys_ids per `outbound_invoiceIN…` query: keeps the URL far below any proxy limit
+_IDS_PER_QUERY = 100  # sys_ids per `…IN…` encoded query: keeps the URL far below any proxy limit
 
 
 def poll_cursor_name(legal_entity: str) -> str:
@@ -102,23 +102,24 @@ def poll_invoices(snow: ServiceNowClient, warehouse: Warehouse, legal_entity: st
                        sources)
 
 
-def _retryable(snow: ServiceNowClient, le: str, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """The headers among ``ids`` that are still ``error`` (a clerk may have resubmitted or cancelled some)."""
+def _by_ids(snow: ServiceNowClient, table: str, query: str, ids: Sequence[str],
+            fields: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of ``table`` for ``query`` + a chunk of ``ids`` (``query`` ends in ``…IN``), chunk by chunk."""
     found: list[dict[str, Any]] = []
-    for start in range(0, len(ids), _LINE_CHUNK):
-        q = f"legal_entity={escape(le)}^integration_status=error^sys_idIN{_ids_query(ids[start:start + _LINE_CHUNK])}"
-        for rows in snow.iter_static(HEADER_TABLE, q, fields=HEADER_FIELDS):
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        for rows in snow.iter_static(table, query + _ids_query(ids[start:start + _IDS_PER_QUERY]), fields=fields):
             found.extend(rows)
     return found
 
 
+def _retryable(snow: ServiceNowClient, le: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The headers among ``ids`` that are still ``error`` (a clerk may have resubmitted or cancelled some)."""
+    return _by_ids(snow, HEADER_TABLE, f"legal_entity={escape(le)}^integration_status=error^sys_idIN", ids,
+                   HEADER_FIELDS)
+
+
 def _lines(snow: ServiceNowClient, header_ids: Sequence[str]) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    for start in range(0, len(header_ids), _LINE_CHUNK):
-        q = f"outbound_invoiceIN{_ids_query(header_ids[start:start + _LINE_CHUNK])}"
-        for rows in snow.iter_static(LINE_TABLE, q, fields=LINE_FIELDS):
-            lines.extend(rows)
-    return lines
+    return _by_ids(snow, LINE_TABLE, "outbound_invoiceIN", header_ids, LINE_FIELDS)
 
 
 _CHANGE_FIELDS = ("sys_id", "integration_status", "sys_updated_on", "sys_mod_count")
@@ -130,7 +131,7 @@ class PostingScope:
 
     poll: InvoicePoll  # the polled invoices nobody has written since the poll
     handled: dict[str, str]  # polled invoices another run wrote meanwhile: number → their status now
-    carried: list[str]  # retryable invoices on the list that this run did not poll: stay there for the next run
+    carried: list[str]  # retryable invoices on the list that this run does not post: stay there for the next run
 
 
 def scope_under_lock(snow: ServiceNowClient, poll: InvoicePoll, retry_ids: Sequence[str]) -> PostingScope:
@@ -138,14 +139,11 @@ def scope_under_lock(snow: ServiceNowClient, poll: InvoicePoll, retry_ids: Seque
     (``retry_ids`` is the retry list as it is now). A polled invoice is posted only if nobody wrote it since the
     poll (same status and ``sys_mod_count``); one that another run wrote is left alone, and if that run failed it
     with a retryable error it is on the list, so the next run takes it up. Not now: the lookup of an invoice whose
-    header F&O did not confirm is worth more after a pause (invoices/posting.py). Invoices on the list that this
-    run did not poll are carried over, because the list this run commits replaces the one it found."""
-    status: dict[str, dict[str, Any]] = {}
+    header F&O did not confirm is worth more after a pause (invoices/posting.py). Every invoice on the list that
+    this run does not post, and that is still ``error``, is carried over, because the list this run commits
+    replaces the one it found."""
     ids = [h["sys_id"] for h in poll.headers]
-    for start in range(0, len(ids), _LINE_CHUNK):
-        q = f"sys_idIN{_ids_query(ids[start:start + _LINE_CHUNK])}"
-        for rows in snow.iter_static(HEADER_TABLE, q, fields=list(_CHANGE_FIELDS)):
-            status.update((r["sys_id"], r) for r in rows)
+    status = {r["sys_id"]: r for r in _by_ids(snow, HEADER_TABLE, "sys_idIN", ids, _CHANGE_FIELDS)}
 
     def untouched(header: dict[str, Any]) -> bool:
         now = status.get(header["sys_id"])
@@ -154,9 +152,10 @@ def scope_under_lock(snow: ServiceNowClient, poll: InvoicePoll, retry_ids: Seque
     keep = {h["sys_id"] for h in poll.headers if untouched(h)}
     handled = {h["number"]: status.get(h["sys_id"], {}).get("integration_status", "deleted")
                for h in poll.headers if h["sys_id"] not in keep}
-    polled = set(ids)
+    # Everything on the list that this run will not post: what another run put there after this run's poll, and
+    # polled invoices that run has written since (the case of chaos seed 892043).
     carried = [r["sys_id"] for r in _retryable(snow, poll.legal_entity.upper(),
-                                               [i for i in retry_ids if i not in polled])]
+                                               [i for i in retry_ids if i not in keep])]
     return PostingScope(replace(poll, headers=[h for h in poll.headers if h["sys_id"] in keep],
                                 lines=[li for li in poll.lines if li["outbound_invoice"] in keep]),
                         handled, carried)

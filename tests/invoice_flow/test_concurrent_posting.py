@@ -117,6 +117,27 @@ def test_an_invoice_another_run_left_on_the_retry_list_after_this_poll_stays_the
     assert warehouse.get_cursor(retry_cursor_name(le)) == []  # rejected again: not retryable
 
 
+def test_a_polled_invoice_another_run_failed_meanwhile_stays_on_the_retry_list(connector: Connector) -> None:
+    """Chaos seed 892043: this run polled an invoice, the other run posted it first and failed it retryably. This
+    run leaves it alone, and the list it commits must still hold it."""
+    instance, job = _prepared(connector)
+    for le in load_settings().legal_entities:
+        job.execute_in_process(instance=instance, partition_key=le)
+    invoice = next(r for r in connector.snow(OUTBOUND, "integration_status=error"))
+    le = invoice["legal_entity"].lower()
+    warehouse = Warehouse(connector.home / "warehouse.duckdb")
+    warehouse.set_cursor(retry_cursor_name(le), [invoice["sys_id"]])
+    job.execute_in_process(instance=instance, partition_key=le, asset_selection=[POLL_KEY])  # polls it
+    # The other run's attempt: it writes the invoice (a new message) and keeps it on the list.
+    connector.server.world.snow.update(OUTBOUND, invoice["sys_id"], {
+        "processing_message": "Dynamics 365 did not confirm the invoice header."})
+
+    late = job.execute_in_process(instance=instance, partition_key=le, asset_selection=[POSTING_KEY])
+    meta = _posting_metadata(late)
+    assert (meta["invoices"], meta["handled_by_another_run"], meta["retry_next_run"]) == (0, 1, 1)
+    assert warehouse.get_cursor(retry_cursor_name(le)) == [invoice["sys_id"]]
+
+
 def test_the_poll_cursor_never_moves_back() -> None:
     early = {"updated_on": "2026-11-30 10:00:00", "sys_id": "b"}
     tie = {"updated_on": "2026-11-30 10:00:00", "sys_id": "c"}
