@@ -140,6 +140,8 @@ class PostingResult:
     # True when a later attempt may succeed without anybody changing the data (lost responses, outages).
     retryable: bool = False
     audit: list[AuditRecord] = field(default_factory=list)
+    # True when F&O's answer to the header create was lost and the lookup did not find the header (yet).
+    unconfirmed: bool = False
 
 
 AuditFlush = Callable[[list["AuditRecord"]], None]
@@ -189,9 +191,9 @@ class _Attempt:
 
     # results
     def _result(self, outcome: Outcome, erp_number: str | None = None, message: str = "",
-                retryable: bool = False) -> PostingResult:
+                retryable: bool = False, unconfirmed: bool = False) -> PostingResult:
         return PostingResult(self.inv.sys_id, self.inv.number, self.inv.business_key, outcome, erp_number, message,
-                             retryable, self.audit)
+                             retryable, self.audit, unconfirmed)
 
     def _record(self, outcome: Outcome, *, entity: str = HEADER_ENTITY, key: str | None = None,
                 target_id: str | None = None, payload: str | None = None, message: str | None = None) -> None:
@@ -216,7 +218,8 @@ class _Attempt:
         self.audit.append(AuditRecord(HEADER_TABLE, self.inv.business_key, "updated", HEADER_TABLE,
                                       self.inv.sys_id, payload_text(payload)))
 
-    def _fail(self, message: str, *, retryable: bool, header_reference: str | None = None) -> PostingResult:
+    def _fail(self, message: str, *, retryable: bool, header_reference: str | None = None,
+              unconfirmed: bool = False) -> PostingResult:
         """End the attempt as ``error``: audited, and told to ServiceNow (best effort: if ServiceNow is down too,
         the invoice stays new/in_progress and the next attempt starts over with the lookup)."""
         self._record("error", target_id=header_reference, payload=self._header_text(), message=message)
@@ -224,7 +227,7 @@ class _Attempt:
             self._writeback("error", message=message)
         except Exception as exc:  # the F&O outcome is already audited; the write-back failure must not hide it
             log.warning("could not mark outbound invoice %s as error: %s", self.inv.number, type(exc).__name__)
-        return self._result("error", header_reference, message, retryable)
+        return self._result("error", header_reference, message, retryable, unconfirmed)
 
     def _header_text(self) -> str | None:
         return payload_text(self.header_payload) if self.header_payload is not None else None
@@ -305,7 +308,7 @@ class _Attempt:
             outcome: Outcome = "created" if isinstance(exc, MaybeWrittenError) else "reused"
             return self._add_lines(found.header_reference, outcome, found.line_numbers)
         if isinstance(exc, MaybeWrittenError):
-            return self._fail(messages.unconfirmed("the invoice header"), retryable=True)
+            return self._fail(messages.unconfirmed("the invoice header"), retryable=True, unconfirmed=True)
         # F&O says the number is used but neither lookup sees it (e.g. a duplicate check across fiscal years
         # that the lookup does not mirror): a person has to look. [INF]
         return self._fail(messages.rejected_by_erp(detail(exc)), retryable=False)
@@ -390,23 +393,39 @@ def post_invoice(verdict: InvoiceVerdict, ledger: InvoiceLedger, servicenow: Inv
 
 
 def post_invoices(verdicts: Sequence[InvoiceVerdict], ledger: InvoiceLedger, servicenow: InvoiceStatusWriter,
-                  settings: InvoiceSettings | None = None, flush: AuditFlush | None = None) -> list[PostingResult]:
+                  settings: InvoiceSettings | None = None, flush: AuditFlush | None = None,
+                  settle: Callable[[int], None] | None = None) -> list[PostingResult]:
     """:func:`post_invoice` for each verdict; an unexpected failure of one invoice is audited as a retryable
-    ``error`` and the batch goes on."""
+    ``error`` and the batch goes on.
+
+    With ``settle``, the invoices whose header F&O did not confirm get one more attempt at the end of the batch,
+    after ``settle(count)`` returns: a pause in which a write that was still committing becomes visible to the
+    lookup that the attempt starts with, so the header is still never sent again without a lookup first. What
+    does not confirm then is left to the next run. A result keeps the audit records of both attempts."""
     settings = settings or InvoiceSettings()
-    results = []
-    for verdict in verdicts:
-        attempt = _Attempt(verdict, ledger, servicenow, settings, flush)
-        try:
-            results.append(attempt.run())
-        except Exception as exc:
-            # Whatever this attempt already did stays audited; the invoice is left new / in_progress in
-            # ServiceNow (telling it may be what failed), and the next attempt starts over with the lookup.
-            message = messages.unreachable(detail(exc))
-            log.warning("invoice %s failed: %s", verdict.invoice.number, type(exc).__name__)
-            attempt._record("error", payload=attempt._header_text(), message=message)
-            results.append(attempt._result("error", None, message, retryable=True))
+    results = [_attempt(verdict, ledger, servicenow, settings, flush) for verdict in verdicts]
+    again = [i for i, r in enumerate(results) if r.unconfirmed]
+    if settle is not None and again:
+        settle(len(again))
+        for i in again:
+            second = _attempt(verdicts[i], ledger, servicenow, settings, flush)
+            second.audit = results[i].audit + second.audit
+            results[i] = second
     return results
+
+
+def _attempt(verdict: InvoiceVerdict, ledger: InvoiceLedger, servicenow: InvoiceStatusWriter,
+             settings: InvoiceSettings, flush: AuditFlush | None) -> PostingResult:
+    attempt = _Attempt(verdict, ledger, servicenow, settings, flush)
+    try:
+        return attempt.run()
+    except Exception as exc:
+        # Whatever this attempt already did stays audited; the invoice is left new / in_progress in
+        # ServiceNow (telling it may be what failed), and the next attempt starts over with the lookup.
+        message = messages.unreachable(detail(exc))
+        log.warning("invoice %s failed: %s", verdict.invoice.number, type(exc).__name__)
+        attempt._record("error", payload=attempt._header_text(), message=message)
+        return attempt._result("error", None, message, retryable=True)
 
 
 def outcome_counts(results: Iterable[PostingResult]) -> dict[str, int]:

@@ -126,6 +126,39 @@ def test_unconfirmed_header_is_not_resent_in_the_same_attempt():
     assert_one_complete_invoice(ledger, sn)
 
 
+def test_unconfirmed_header_gets_a_second_look_after_the_pause_at_the_end_of_the_batch():
+    """With a pause (the posting asset's), the same run looks up again and then creates: one header, both
+    attempts audited, the pause asked for once with the number of invoices to look at again."""
+    ledger, sn = FakeLedger(duplicate_check="AcceptDuplicate", faults=["ok", "ok", "lost_before"]), FakeServiceNow()
+    pauses: list[int] = []
+    [result] = post_invoices(verdicts(sn, [header()], [line(1), line(2)]), ledger, sn, settle=pauses.append)
+    assert pauses == [1]
+    assert (result.outcome, result.unconfirmed) == ("created", False)
+    assert [r.outcome for r in result.audit if r.entity == "VendorInvoiceHeaders"] == ["error", "created"]
+    assert sum(1 for op, _ in ledger.calls if op == "create_header") == 2  # the first was lost before F&O
+    assert_one_complete_invoice(ledger, sn)
+
+
+def test_a_header_lost_after_it_was_written_is_found_by_the_second_look_not_sent_again():
+    # The answer is lost after the write, and the lookup right after it misses it (still committing); the
+    # second look after the pause finds it.
+    ledger, sn = FakeLedger(duplicate_check="AcceptDuplicate", faults=["ok", "ok", "lost_after"]), FakeServiceNow()
+    real_find, misses = ledger.find_pending, [1]
+
+    def committing(*key):
+        if misses and ledger.headers:
+            misses.pop()
+            return None
+        return real_find(*key)
+
+    ledger.find_pending = committing
+    pauses: list[int] = []
+    [result] = post_invoices(verdicts(sn, [header()], [line(1), line(2)]), ledger, sn, settle=pauses.append)
+    assert pauses == [1] and result.outcome == "reused"
+    assert sum(1 for op, _ in ledger.calls if op == "create_header") == 1
+    assert_one_complete_invoice(ledger, sn)
+
+
 def test_already_posted_invoice_is_not_touched():
     ledger, sn = FakeLedger(), FakeServiceNow()
     run(ledger, sn)

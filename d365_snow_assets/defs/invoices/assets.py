@@ -5,6 +5,7 @@
 ``servicenow/sn_shop_invoice_payment_detail`` → ``invoices/reconciliation`` (+ check ``no_mismatches``).
 """
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,11 @@ _TAGS = {"direction": "snow_to_d365"}
 # How long a run waits for another run posting the same legal entity's invoices before it fails (its invoices stay
 # as they are, for the next run). A month-end batch of a few thousand invoices posts well inside it. [choice]
 POSTING_WAIT_S = 3600.0
+
+
+# How long a run waits before it looks up again the invoice headers whose creation F&O did not confirm (a lost
+# answer): long enough for a write that was still committing to show, short next to a run. [choice]
+RECHECK_AFTER_S = 10.0
 
 
 def posting_lock_name(legal_entity: str) -> str:
@@ -149,8 +155,13 @@ def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resour
                 state.set_cursor(con, retry_cursor_name(le), sorted({*pending, *failed}))
         flushed.update(id(r) for r in records)
 
+    def settle(count: int) -> None:
+        context.log.info(f"{le.upper()}: Dynamics 365 did not confirm {count} invoice header(s); looking them up "
+                         f"again in {RECHECK_AFTER_S:.0f} s")
+        time.sleep(RECHECK_AFTER_S)
+
     results = post_invoices(verdicts, D365Ledger(d365.client()), ServiceNowStatusWriter(snow.client()),
-                            flush=flush)
+                            flush=flush, settle=settle)
     rows = [row for row, record in zip(audit_rows(results, run_id, asset_key, le, attempt=attempt),
                                        (r for res in results for r in res.audit), strict=True)
             if id(record) not in flushed]
