@@ -54,8 +54,6 @@ _TAGS = {"direction": "snow_to_d365"}
 # How long a run waits for another run posting the same legal entity's invoices before it fails (its invoices stay
 # as they are, for the next run). A month-end batch of a few thousand invoices posts well inside it. [choice]
 POSTING_WAIT_S = 3600.0
-
-
 # How long a run waits before it looks up again the invoice headers whose creation F&O did not confirm (a lost
 # answer): long enough for a write that was still committing to show, short next to a run. [choice]
 RECHECK_AFTER_S = 10.0
