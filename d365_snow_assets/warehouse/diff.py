@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from d365_snow_assets.mapping.dimensions import escape_expr, split_part_expr
+from d365_snow_assets.mapping.dimensions import ESCAPE, escape_expr, split_part_expr
 from d365_snow_assets.mapping.spec import TargetMapping
 from d365_snow_assets.warehouse.sql import quote, row_hash
 from d365_snow_assets.warehouse.state import BUSINESS_KEY, DEACTIVATED, ERP_SOURCE, LEGAL_ENTITY, ROW_HASH
@@ -54,9 +54,26 @@ def payload_columns(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select([c for c in frame.columns if not c.startswith("_")])
 
 
-def business_key_expr(columns: Sequence[str]) -> pl.Expr:
-    """The business key string of the coalesce columns: values joined by ``|``, with ``|`` and ``\\`` escaped."""
-    return pl.concat_str([escape_expr(pl.col(c), KEY_DELIMITER) for c in columns], separator=KEY_DELIMITER)
+def business_key_expr(columns: Sequence[str], *, plain: Sequence[str] = ()) -> pl.Expr:
+    """The business key string of the coalesce columns: values joined by ``|``, with ``|`` and ``\\`` escaped.
+
+    Columns in ``plain`` are known to hold neither character (see :func:`_plain_columns`), so they are joined as
+    they are: escaping is the identity on them, and skipping it saves copying every value.
+    """
+    return pl.concat_str([pl.col(c) if c in plain else escape_expr(pl.col(c), KEY_DELIMITER) for c in columns],
+                         separator=KEY_DELIMITER)
+
+
+def _plain_columns(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Those of ``columns`` with no value containing the delimiter or the escape character.
+
+    A scan without allocation is cheaper than the two copying replaces of the escape (bench/diff_1m: about 0.1 s
+    less per 1M rows), and real keys almost never hold either character.
+    """
+    special = [pl.col(c).str.contains(KEY_DELIMITER, literal=True).any()
+               | pl.col(c).str.contains(ESCAPE, literal=True).any() for c in columns]
+    found = frame.select(special).row(0)
+    return [c for c, has_special in zip(columns, found, strict=True) if not has_special]
 
 
 def business_key(values: Sequence[str]) -> str:
@@ -93,18 +110,22 @@ def diff(
     missing = [c for c in mapping.column_names if c not in frame.columns]
     if missing:
         raise ValueError(f"{mapping.staging_table}: staging frame lacks columns {missing}")
-    frame = frame.select(pl.col(c).cast(pl.String).fill_null("") for c in mapping.column_names).with_columns(
-        business_key_expr(mapping.coalesce).alias(BUSINESS_KEY),
+    frame = frame.select(pl.col(c).cast(pl.String).fill_null("") for c in mapping.column_names)
+    frame = frame.with_columns(
+        business_key_expr(mapping.coalesce, plain=_plain_columns(frame, mapping.coalesce)).alias(BUSINESS_KEY),
         pl.col(mapping.erp_source_column).alias(ERP_SOURCE),
         pl.col(mapping.legal_entity_column).str.to_uppercase().alias(LEGAL_ENTITY),
         pl.lit(False).alias(DEACTIVATED),
     )
     rows_in = frame.height
-    if frame.get_column(BUSINESS_KEY).is_duplicated().any():
+    # n_unique, not is_duplicated().any(): it needs no per-row mask (bench/diff_1m: 0.05 s vs 0.2 s per 1M keys).
+    if frame.get_column(BUSINESS_KEY).n_unique() != frame.height:
         frame = frame.unique(BUSINESS_KEY, keep="last", maintain_order=True)
     duplicates = rows_in - frame.height
 
-    con.register("_diff_staging", frame.to_arrow())
+    # Arrow string views, as polars holds them: the classic layout would copy every string (bench/diff_1m: 0.17 s
+    # per 1M rows), and DuckDB reads views directly.
+    con.register("_diff_staging", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
     try:
         changed = con.sql(
             f"""SELECT s.*, p.business_key IS NULL AS _is_new

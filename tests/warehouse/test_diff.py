@@ -107,3 +107,13 @@ def test_bad_results_and_staging(tmp_path):
         wh.diff(SUPPLIER, pl.DataFrame({"erp_source": ["x"]}), erp_source="D365FO", legal_entities=None)
     with pytest.raises(ValueError, match="push results lack"):
         wh.record_push_results("sn_fin_supplier", pl.DataFrame({"outcome": ["inserted"]}))
+
+
+def test_business_keys_match_the_scalar_key_whether_or_not_a_batch_needs_escapes(tmp_path):
+    # The diff escapes only the columns that hold a `|` or `\` in this batch; the keys must still be the ones the
+    # scalar business_key gives, or a record would be seen as new when a later batch does (or does not) escape.
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    for codes, le in ((["V1", "V2"], "USMF"), (["V1", "V|2", "V\\3"], "USMF"), (["V1"], "US|MF"), (["V\\"], "U\\S")):
+        result = wh.diff(SUPPLIER, suppliers(codes, le=le), erp_source="D365FO", legal_entities=None)
+        assert result.inserts.get_column("_business_key").to_list() == [
+            business_key(["D365FO", le.upper(), code]) for code in codes]
