@@ -37,10 +37,11 @@ def _align(window_s: float) -> None:
 
 
 def ours(n: int, offset: int, window_s: float) -> dict[str, Any]:
-    """ServiceNowClient.insert_multiple in the product's chunks (sync.push.CHUNK_ROWS rows per call)."""
+    """ServiceNowClient.insert_multiple as sync.push calls it: CHUNK_ROWS rows per call, PARALLEL_BATCHES batches
+    in flight."""
     from d365_snow_assets.clients.servicenow import ServiceNowClient
     from d365_snow_assets.settings import load_settings
-    from d365_snow_assets.sync.push import CHUNK_ROWS
+    from d365_snow_assets.sync.push import CHUNK_ROWS, PARALLEL_BATCHES
 
     rows = supplier_rows(n, offset)
     with ServiceNowClient(load_settings(require=["snow"], use_store=False)) as client:
@@ -49,7 +50,7 @@ def ours(n: int, offset: int, window_s: float) -> dict[str, Any]:
         start = time.perf_counter()
         results = []
         for at in range(0, n, CHUNK_ROWS):
-            results += client.insert_multiple(STAGING, rows[at:at + CHUNK_ROWS])
+            results += client.insert_multiple(STAGING, rows[at:at + CHUNK_ROWS], parallel=PARALLEL_BATCHES)
         seconds = time.perf_counter() - start
         stats = client.transport.stats
     inserted = sum(1 for r in results if r.status == "inserted")

@@ -9,6 +9,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -435,7 +436,7 @@ class ServiceNowClient:
 
     def insert_multiple(self, staging: str, rows: Sequence[Mapping[str, str]], *, batch_size: int = 200,
                         progress: Callable[[int, int], None] | None = None, max_in_flight: int = 10,
-                        poll_timeout_s: float = 600.0) -> list[ImportRowResult]:
+                        parallel: int = 1, poll_timeout_s: float = 600.0) -> list[ImportRowResult]:
         """``insertMultiple`` in batches; per-row results in input order.
 
         An asynchronous transform (the default, §2.3) answers only ``import_set_id``: import sets are polled until
@@ -445,6 +446,10 @@ class ServiceNowClient:
         queries) instead of three requests per batch: under a rate-limit rule nearly every request the rule
         allows carries 200 rows (bench/: push). Batches are re-sent safely after a lost answer: the transform
         coalesces (§2.5).
+
+        ``parallel`` batches travel at once, so one batch's round trip overlaps the instance's work on another.
+        Only for rows with distinct coalesce keys: concurrent batches may reach the instance in any order, so two
+        versions of one record must not be in flight together (the caller knows; the diff guarantees it).
         """
         check_field(staging)
         total = len(rows)
@@ -465,26 +470,31 @@ class ServiceNowClient:
                     progress(len(results), total)
             pending.clear()
 
-        for start in range(0, total, batch_size):
-            batch = [dict(r) for r in rows[start:start + batch_size]]
+        def send(batch: list[dict[str, str]]) -> tuple[int, str | None, list[ImportRowResult] | None]:
             response = self._send("POST", f"/api/now/import/{staging}/insertMultiple",
                                   f"insertMultiple into {staging}", json={"records": batch}, retry_unsafe=True,
                                   ok=(200, 201))
             data = self._json(response)
             immediate = data.get("result")
             if isinstance(immediate, list) and len(immediate) == len(batch):
-                pending.append((len(batch), None, [self._row_result(e, response.status_code,
-                                                                    data.get("import_set")) for e in immediate]))
-            else:
-                set_id = data.get("import_set_id")
-                if not set_id:
-                    raise TransientError(f"ServiceNow answered insertMultiple into {staging} with neither results "
-                                         f"nor an import_set_id.", system=SYSTEM)
-                pending.append((len(batch), str(set_id), None))
-            if len(pending) >= max_in_flight:
+                return len(batch), None, [self._row_result(e, response.status_code, data.get("import_set"))
+                                          for e in immediate]
+            set_id = data.get("import_set_id")
+            if not set_id:
+                raise TransientError(f"ServiceNow answered insertMultiple into {staging} with neither results "
+                                     f"nor an import_set_id.", system=SYSTEM)
+            return len(batch), str(set_id), None
+
+        batches = [[dict(r) for r in rows[at:at + batch_size]] for at in range(0, total, batch_size)]
+        window = max(max_in_flight, 1)
+        with ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="insertMultiple") as pool:
+            # Both maps keep input order, so results line up with rows. The first failed batch raises once the
+            # others of its window are done; the caller treats the whole call as unsent (coalesce makes re-sending
+            # safe). The pool starts no thread when parallel is 1.
+            send_all = pool.map if parallel > 1 else map
+            for at in range(0, len(batches), window):
+                pending.extend(send_all(send, batches[at:at + window]))
                 collect()
-        if pending:
-            collect()
         return results
 
     def _read_import_set(self, staging: str, set_id: str, expected: int, timeout_s: float

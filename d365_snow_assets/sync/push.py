@@ -30,7 +30,8 @@ class ImportRowResult(Protocol):
 
 class ImportClient(Protocol):
     def insert_multiple(self, staging_table: str, rows: Sequence[dict[str, str]], *,
-                        progress: Callable[[int, int], None] | None = None) -> list[ImportRowResult]: ...
+                        progress: Callable[[int, int], None] | None = None,
+                        parallel: int = 1) -> list[ImportRowResult]: ...
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class AuditContext:
 # Rows per insert_multiple call: small enough that one failing call loses little, large enough to keep the
 # client's pipelined batches (200 rows, several in flight) busy.
 CHUNK_ROWS = 2_000
+# insertMultiple batches in flight at once: a diff has one row per business key, so no two versions of a record
+# can overtake each other. Two hide one batch's round trip behind the instance's work on the other (bench/: push);
+# more would only queue on the instance's API semaphore (reference/servicenow.md §4).
+PARALLEL_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,8 @@ def _send(frame: pl.DataFrame, mapping: TargetMapping, client: ImportClient,
     rows = payload.to_dicts()
     delivered = True
     try:
-        answers: Sequence[ImportRowResult] = client.insert_multiple(mapping.staging_table, rows, progress=progress)
+        answers: Sequence[ImportRowResult] = client.insert_multiple(mapping.staging_table, rows, progress=progress,
+                                                                    parallel=PARALLEL_BATCHES)
     except ConnectorError as exc:
         delivered = False
         # The rows may or may not have arrived (coalesce makes re-sending safe); either way pushed state must not

@@ -151,6 +151,23 @@ def test_insert_multiple_async_and_sync(server, snow):
     assert one.status == "updated" and one.target_sys_id == target["S0000"]
 
 
+def test_parallel_insert_multiple_keeps_every_result_on_its_row_through_faults(server, snow):
+    # Batches in flight together finish in any order, and 5xx/resets make some go twice: each result must still
+    # be the answer for its own row, in input order, and every row must reach the target exactly once.
+    rows = [{"erp_source": "D365FO", "legal_entity": "USMF", "supplier_code": f"P{i:04d}", "name": f"Par {i}"}
+            for i in range(2_150)]
+    server.set_faults("snow", FaultProfile(share_5xx=0.15, share_reset=0.1, seed=11))
+    progress: list[tuple[int, int]] = []
+    results = snow.insert_multiple(SUPPLIER, rows, batch_size=100, max_in_flight=6, parallel=3,
+                                   progress=lambda d, t: progress.append((d, t)))
+    server.clear_faults()
+    target = {r["supplier_code"]: r["sys_id"] for r in server.world.snow.dump("sn_fin_supplier")}
+    assert [r.target_sys_id for r in results] == [target[row["supplier_code"]] for row in rows]
+    assert {r.status for r in results} <= {"inserted", "updated", "ignored"} and len(target) == len(rows)
+    assert progress[-1] == (2_150, 2_150) and [d for d, _ in progress] == sorted(d for d, _ in progress)
+    assert snow.transport.stats.server_errors + snow.transport.stats.transport_errors > 0
+
+
 _values = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=30).filter(
     lambda s: not s.lstrip().lower().startswith("javascript:") and s == s.strip())
 
