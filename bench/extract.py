@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,12 @@ def _select() -> list[str]:
 
 
 def ours(workdir: Path) -> dict[str, Any]:
-    """The extract asset's body (client.iter_pages → Warehouse.write_snapshot), one thread per legal entity."""
-    from d365_snow_assets.clients.d365 import D365Client
+    """The extract asset's body (client.iter_bodies → Warehouse.write_snapshot), one thread per legal entity. Each
+    run has its own warehouse, so it is a first load: every page is parsed (and digested) as it arrives."""
+    from d365_snow_assets.clients.d365 import D365Client, page_frame
     from d365_snow_assets.defs.d365_extract.specs import EXTRACTS
     from d365_snow_assets.warehouse import Warehouse
+    from d365_snow_assets.warehouse.snapshots import RawPages
 
     settings = _settings()
     spec = next(s for s in EXTRACTS if s.entity_set == ENTITY)
@@ -51,7 +54,8 @@ def ours(workdir: Path) -> dict[str, Any]:
         start = time.perf_counter()
 
         def one(le: str) -> int:
-            pages = client.iter_frames(ENTITY, legal_entity=le, select=select, odata_filter=spec.odata_filter)
+            bodies = client.iter_bodies(ENTITY, legal_entity=le, select=select, odata_filter=spec.odata_filter)
+            pages = RawPages(bodies, partial(page_frame, entity_set=ENTITY))
             return warehouse.write_snapshot(ENTITY, le, pages, spec.key_columns).rows
 
         with ThreadPoolExecutor(len(settings.legal_entities)) as pool:

@@ -419,8 +419,14 @@ def _next_link(content: bytes) -> str | None:
     return str(link) if link else None
 
 
-def _value_frame(content: bytes, entity_set: str) -> pl.DataFrame:
-    """The ``value`` rows of one page as a frame (annotation columns dropped)."""
+def page_frame(content: bytes, entity_set: str) -> pl.DataFrame:
+    """The ``value`` rows of one page body as a frame (``@odata.*`` annotation columns dropped; an empty page is an
+    empty frame).
+
+    polars' JSON reader parses the body straight into columns (no Python object per value, and the GIL is released,
+    so extracts of several legal entities parse in parallel): about 3x less client CPU than dicts → frame. Column
+    types are inferred over the whole page as ``pl.from_dicts`` does (dates stay text).
+    """
     try:
         envelope = pl.read_json(io.BytesIO(content), infer_schema_length=None)
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError) as exc:
@@ -523,19 +529,13 @@ class D365Client:
             del data
             yield rows
 
-    def iter_frames(self, entity_set: str, *, legal_entity: str | None = None, select: Sequence[str] | None = None,
-                    odata_filter: str | odata.Filter | None = None, orderby: Sequence[str] | None = None,
-                    top: int | None = None) -> Iterator[pl.DataFrame]:
-        """The pages of :meth:`iter_pages` as polars frames, for bulk extracts.
-
-        Each body is parsed by polars' JSON reader straight into columns (no Python object per value, and the GIL
-        is released, so extracts of several legal entities parse in parallel): about 3x less client CPU than
-        dicts → frame. Column types are inferred over the whole page as ``pl.from_dicts`` does (dates stay text).
-        ``@odata.*`` annotation columns are dropped. An empty page yields an empty frame.
-        """
-        for content in self._iter_bodies(entity_set, self._query(entity_set, legal_entity, select, odata_filter,
-                                                                 orderby, top)):
-            yield _value_frame(content, entity_set)
+    def iter_bodies(self, entity_set: str, *, legal_entity: str | None = None, select: Sequence[str] | None = None,
+                    odata_filter: str | odata.Filter | None = None) -> Iterator[bytes]:
+        """The raw bodies of the pages of a query, for bulk extracts: an extract can tell from them, before parsing
+        anything, that F&O answered exactly as last time, and :func:`page_frame` turns one into a frame.
+        Same paging as :meth:`iter_pages`; one body is held at a time."""
+        yield from self._iter_bodies(entity_set, self._query(entity_set, legal_entity, select, odata_filter,
+                                                             None, None))
 
     def _query(self, entity_set: str, legal_entity: str | None, select: Sequence[str] | None,
                odata_filter: str | odata.Filter | None, orderby: Sequence[str] | None,

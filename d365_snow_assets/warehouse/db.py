@@ -144,13 +144,14 @@ class Warehouse:
         self,
         entity: str,
         legal_entity: str,
-        pages: Iterable[snapshots.Page],
+        pages: Iterable[snapshots.Page] | snapshots.RawPages,
         key_columns: Sequence[str],
         extracted_at: datetime | None = None,
     ) -> snapshots.SnapshotInfo:
-        """Stream pages into a new snapshot; it becomes current only once every page has arrived."""
-        return snapshots.write_snapshot(self.writer, self.staging_dir, entity, legal_entity, pages, key_columns,
-                                        extracted_at)
+        """Stream pages into a new snapshot; it becomes current only once every page has arrived (raw bodies the
+        same as the current snapshot's keep it instead)."""
+        return snapshots.write_snapshot(self.writer, self.reader, self.staging_dir, entity, legal_entity, pages,
+                                        key_columns, extracted_at)
 
     def read_snapshot(
         self, entity: str, legal_entities: Sequence[str] | None = None, columns: Sequence[str] | None = None

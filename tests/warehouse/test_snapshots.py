@@ -1,8 +1,13 @@
+from datetime import UTC, datetime
+
+import orjson
 import polars as pl
 import pyarrow as pa
 import pytest
 
+from d365_snow_assets.clients.d365 import page_frame
 from d365_snow_assets.warehouse import Warehouse
+from d365_snow_assets.warehouse.snapshots import RawPages
 
 
 def pages(n_pages, per_page, price=1.5, fail_at=None):
@@ -123,3 +128,64 @@ def test_new_column_rewrites_every_row_and_keyless_copies_survive(tmp_path):
         info = wh.write_snapshot("VendorsV2", "gbsi", [[line, line, {**line, "CreditLimit": 2.0}]], [])
         assert (info.rows, info.duplicates, info.written, info.removed) == (3, 0, 3, removed)
         assert wh.read_snapshot("VendorsV2", ["gbsi"]).get_column("CreditLimit").sort().to_list() == [1.0, 1.0, 2.0]
+
+
+def _bodies(names: list[str]) -> list[bytes]:
+    """F&O page bodies of VendorsV2 rows named by ``names``, two rows per page."""
+    rows = [{"@odata.etag": f"W/{i}", "dataAreaId": "usmf", "VendorAccountNumber": f"V{i:03d}",
+             "VendorOrganizationName": name} for i, name in enumerate(names)]
+    return [orjson.dumps({"value": rows[at:at + 2]}) for at in range(0, len(rows), 2)]
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, body: bytes) -> pl.DataFrame:
+        self.calls += 1
+        return page_frame(body, "VendorsV2")
+
+
+def test_raw_pages_the_same_as_last_time_keep_the_snapshot_without_parsing(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    key = ["dataAreaId", "VendorAccountNumber"]
+    parse = _Parser()
+    first = wh.write_snapshot("VendorsV2", "usmf", RawPages(_bodies(["A", "B", "C"]), parse), key)
+    assert (first.rows, first.unchanged_bodies, parse.calls) == (3, False, 2)
+
+    later = datetime(2030, 1, 2, tzinfo=UTC)
+    again = wh.write_snapshot("VendorsV2", "usmf", RawPages(_bodies(["A", "B", "C"]), parse), key, later)
+    assert (again.snapshot_id, again.rows, again.unchanged_bodies, parse.calls) == (first.snapshot_id, 3, True, 2)
+    assert wh.current_snapshot("VendorsV2", "usmf").extracted_at == later
+
+    # One changed value: parsed and swapped in like any extraction.
+    changed = wh.write_snapshot("VendorsV2", "usmf", RawPages(_bodies(["A", "B2", "C"]), parse), key)
+    assert (changed.unchanged_bodies, changed.written, changed.removed, parse.calls) == (False, 1, 1, 4)
+    names = wh.read_snapshot("VendorsV2", ["usmf"]).sort("VendorAccountNumber").get_column("VendorOrganizationName")
+    assert names.to_list() == ["A", "B2", "C"]
+
+    # Other key columns are not "the same answer": dedupe by key could differ.
+    assert not wh.write_snapshot("VendorsV2", "usmf", RawPages(_bodies(["A", "B2", "C"]), parse),
+                                 ["VendorAccountNumber"]).unchanged_bodies
+
+    # Rows written another way (no digest) are never vouched for by an old digest.
+    wh.write_snapshot("VendorsV2", "usmf", [[{"dataAreaId": "usmf", "VendorAccountNumber": "V000",
+                                              "VendorOrganizationName": "Z"}]], key)
+    back = wh.write_snapshot("VendorsV2", "usmf", RawPages(_bodies(["A", "B2", "C"]), parse), key)
+    assert (back.unchanged_bodies, back.rows) == (False, 3)
+
+
+def test_a_snapshot_committed_by_another_run_meanwhile_is_not_kept_by_an_old_digest(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    key = ["dataAreaId", "VendorAccountNumber"]
+    wh.write_snapshot("VendorsV2", "usmf", RawPages(_bodies(["A", "B"]), _Parser()), key)
+
+    def bodies_while_another_run_commits():
+        yield from _bodies(["A", "B"])
+        # Another run's extraction commits after this one read the digest, before it takes the write lock.
+        wh.write_snapshot("VendorsV2", "usmf", RawPages(_bodies(["A", "X"]), _Parser()), key)
+
+    info = wh.write_snapshot("VendorsV2", "usmf", RawPages(bodies_while_another_run_commits(), _Parser()), key)
+    assert (info.unchanged_bodies, info.written) == (False, 1)
+    names = wh.read_snapshot("VendorsV2", ["usmf"]).sort("VendorAccountNumber").get_column("VendorOrganizationName")
+    assert names.to_list() == ["A", "B"]
