@@ -75,16 +75,19 @@ def bench_extract(scale: float, work: Path, repeats: int) -> tuple[list[Figure],
         best(quarter["dlt"])
     vs_dlt = ours_q["rows_per_s"] / dlt["rows_per_s"]
     vs_ceiling = ceiling["rows_per_s"] / ours_full["rows_per_s"]
-    rss_growth = ours_full["peak_rss_mb"] / ours_q["peak_rss_mb"]
+    # Memory is compared as the most any run of each size needed: one run's peak depends on how the legal
+    # entities' parses happened to overlap (±10% between identical runs), and an operator sizes for the worst.
+    rss_q = max(r["peak_rss_mb"] for r in quarter["ours"])
+    rss_full = max(r["peak_rss_mb"] for r in full["ours"])
+    rss_growth = rss_full / rss_q
     figures = [
         Figure("extract", f"ours rows/s ({n:,} rows)", ours_full["rows_per_s"], "rows/s"),
         Figure("extract", "sandbox ceiling rows/s", ceiling["rows_per_s"], "rows/s"),
         Figure("extract", f"dlt rows/s ({n // 4:,} rows)", dlt["rows_per_s"], "rows/s"),
         Figure("extract", "ours / dlt rows/s (same workload)", vs_dlt, "x", "≥ 3", vs_dlt >= 3),
         Figure("extract", "ceiling / ours time", vs_ceiling, "x", "≤ 1.5", vs_ceiling <= 1.5),
-        Figure("extract", f"ours peak RSS {n // 4:,} → {n:,} rows",
-               ours_full["peak_rss_mb"], "MB", f"≤ 1.3× of {ours_q['peak_rss_mb']:.0f} MB", rss_growth <= 1.3,
-               {"ratio": rss_growth}),
+        Figure("extract", f"ours peak RSS {n // 4:,} → {n:,} rows (most of any run)",
+               rss_full, "MB", f"≤ 1.3× of {rss_q:.0f} MB", rss_growth <= 1.3, {"ratio": rss_growth}),
         Figure("extract", f"dlt peak RSS ({n // 4:,} rows)", dlt["peak_rss_mb"], "MB"),
     ]
     return figures, raw
