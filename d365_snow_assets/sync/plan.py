@@ -62,8 +62,9 @@ def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *,
             if snapshots.current_snapshot(con, entity, legal_entity or SHARED) is None:
                 raise MissingSnapshotError(f"there is no snapshot of {entity} for {legal_entity or 'the shared data'} "
                                            f"yet; extract it first (d365-snow sync runs the extract assets)")
-        source = snapshots.read_snapshot(con, mapping.source_entity, scope)
-        related = {name: snapshots.read_snapshot(con, name, scope) for name in mapping.related_entities}
+        source = snapshots.read_snapshot(con, mapping.source_entity, scope, bookkeeping=False)
+        related = {name: snapshots.read_snapshot(con, name, scope, bookkeeping=False)
+                   for name in mapping.related_entities}
         references = _reference_data(con) if target.validate_accounts else None
     staging = _empty_staging(mapping) if source.height == 0 else apply_mapping(mapping, source, ctx, related)
 
