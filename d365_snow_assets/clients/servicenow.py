@@ -487,14 +487,20 @@ class ServiceNowClient:
 
         batches = [[dict(r) for r in rows[at:at + batch_size]] for at in range(0, total, batch_size)]
         window = max(max_in_flight, 1)
-        with ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="insertMultiple") as pool:
-            # Both maps keep input order, so results line up with rows. The first failed batch raises once the
-            # others of its window are done; the caller treats the whole call as unsent (coalesce makes re-sending
-            # safe). The pool starts no thread when parallel is 1.
-            send_all = pool.map if parallel > 1 else map
+        # Both maps keep input order, so results line up with rows. The pool starts no thread when parallel is 1.
+        pool = ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="insertMultiple")
+        send_all = pool.map if parallel > 1 else map
+        try:
             for at in range(0, len(batches), window):
                 pending.extend(send_all(send, batches[at:at + window]))
                 collect()
+        except BaseException:
+            # The first failed batch (or a cancelled run) ends the call at once: batches not started are dropped,
+            # one already sending finishes in the background (it may be waiting out a 429). The caller treats the
+            # whole call as unsent; coalesce makes re-sending safe.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return results
 
     def _read_import_set(self, staging: str, set_id: str, expected: int, timeout_s: float

@@ -47,7 +47,9 @@ class AuditContext:
 CHUNK_ROWS = 2_000
 # insertMultiple batches in flight at once: a diff has one row per business key, so no two versions of a record
 # can overtake each other. Two hide one batch's round trip behind the instance's work on the other (bench/: push);
-# more would only queue on the instance's API semaphore (reference/servicenow.md §4).
+# more would only queue on the instance's API semaphore (reference/servicenow.md §4). A chunk whose keys differ only
+# in case goes one batch at a time: the instance's coalesce match may ignore case (inference), and two such rows
+# transformed at once would both find no match and both insert.
 PARALLEL_BATCHES = 2
 
 
@@ -98,9 +100,11 @@ def _send(frame: pl.DataFrame, mapping: TargetMapping, client: ImportClient,
     payload = payload_columns(frame)
     rows = payload.to_dicts()
     delivered = True
+    keys = frame.get_column(BUSINESS_KEY)
+    parallel = PARALLEL_BATCHES if keys.str.to_lowercase().n_unique() == keys.len() else 1
     try:
         answers: Sequence[ImportRowResult] = client.insert_multiple(mapping.staging_table, rows, progress=progress,
-                                                                    parallel=PARALLEL_BATCHES)
+                                                                    parallel=parallel)
     except ConnectorError as exc:
         delivered = False
         # The rows may or may not have arrived (coalesce makes re-sending safe); either way pushed state must not
