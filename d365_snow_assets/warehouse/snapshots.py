@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -59,6 +60,8 @@ SCHEMA: tuple[str, ...] = (
 DIGEST_FORMAT = b"d365snow-snapshot-bodies/1"
 
 Page = pl.DataFrame | pa.Table | Sequence[dict]
+# A spool directory this old belongs to no running extraction (the longest take minutes).
+STALE_STAGING = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def write_snapshot(
     extracted_at = extracted_at or datetime.now(UTC)
     snapshot_id = f"{extracted_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
     directory = staging_root / snapshot_id
+    sweep_staging(staging_root)
     try:
         if not isinstance(pages, RawPages):
             files, _ = spool_pages(pages, directory)
@@ -175,6 +179,18 @@ def write_snapshot(
                            digest.hexdigest())
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def sweep_staging(staging_root: Path, older_than: timedelta = STALE_STAGING) -> list[Path]:
+    """Remove spool directories left by extractions that died without cleaning up (a killed process skips its
+    ``finally``): they hold F&O data, raw or as Parquet, that nothing will read again. Returns what was removed."""
+    if not staging_root.is_dir():
+        return []
+    cutoff = time.time() - older_than.total_seconds()
+    stale = [d for d in staging_root.iterdir() if d.is_dir() and d.stat().st_mtime < cutoff]
+    for directory in stale:
+        shutil.rmtree(directory, ignore_errors=True)
+    return stale
 
 
 def _digested(bodies: Iterable[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
@@ -205,8 +221,10 @@ def _current_digest(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: s
 def _keep_current(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: str,
                   extracted_at: datetime) -> SnapshotInfo:
     """Stamp the current snapshot as extracted again at ``extracted_at`` (its rows keep the time they were written)."""
-    con.execute("UPDATE snapshots SET extracted_at = ?, committed_at = ? WHERE entity = ? AND legal_entity = ? "
-                "AND is_current", [extracted_at, datetime.now(UTC), entity, legal_entity]).fetchall()
+    # greatest: a run that read F&O before another run's newer stamp must not move the time back.
+    con.execute("UPDATE snapshots SET extracted_at = greatest(extracted_at, ?), committed_at = ? "
+                "WHERE entity = ? AND legal_entity = ? AND is_current",
+                [extracted_at, datetime.now(UTC), entity, legal_entity]).fetchall()
     info = current_snapshot(con, entity, legal_entity)
     assert info is not None  # the caller has just read its digest under the same lock
     return SnapshotInfo(info.entity, info.legal_entity, info.snapshot_id, info.extracted_at, info.rows,

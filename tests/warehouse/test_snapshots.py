@@ -1,3 +1,5 @@
+import os
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -189,3 +191,15 @@ def test_a_snapshot_committed_by_another_run_meanwhile_is_not_kept_by_an_old_dig
     assert (info.unchanged_bodies, info.written) == (False, 1)
     names = wh.read_snapshot("VendorsV2", ["usmf"]).sort("VendorAccountNumber").get_column("VendorOrganizationName")
     assert names.to_list() == ["A", "B"]
+
+
+def test_spool_directories_of_dead_extractions_are_swept(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    old, recent = wh.staging_dir / "20200101T000000-dead", wh.staging_dir / "20991231T000000-running"
+    for directory in (old, recent):
+        (directory / "raw").mkdir(parents=True)
+        (directory / "raw" / "body-000000000.json").write_bytes(b'{"value": []}')
+    os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    wh.write_snapshot("VendorsV2", "usmf", RawPages(_bodies(["A"]), _Parser()), ["dataAreaId", "VendorAccountNumber"])
+    assert not old.exists() and recent.exists()
+    assert sorted(p.name for p in wh.staging_dir.iterdir()) == [recent.name]  # and its own spool is gone too
