@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +37,23 @@ def _select() -> list[str]:
 
 
 def ours(workdir: Path) -> dict[str, Any]:
-    """The extract asset's body (client.iter_bodies → Warehouse.write_snapshot), one thread per legal entity. Each
+    """The extract asset's body (ExtractSpec.pages → Warehouse.write_snapshot), one thread per legal entity. Each
     run has its own warehouse, so it is a first load: every page is parsed (and digested) as it arrives."""
-    from d365_snow_assets.clients.d365 import D365Client, page_frame
+    from d365_snow_assets.clients.d365 import D365Client
     from d365_snow_assets.defs.d365_extract.specs import EXTRACTS
+    from d365_snow_assets.sync.targets import load_mappings
     from d365_snow_assets.warehouse import Warehouse
-    from d365_snow_assets.warehouse.snapshots import RawPages
 
     settings = _settings()
     spec = next(s for s in EXTRACTS if s.entity_set == ENTITY)
-    select = _select()
+    mappings = load_mappings()
     warehouse = Warehouse(workdir / "ours.duckdb")
     with D365Client(settings) as client:
         client.token()  # token acquisition is not extraction
         start = time.perf_counter()
 
         def one(le: str) -> int:
-            bodies = client.iter_bodies(ENTITY, legal_entity=le, select=select, odata_filter=spec.odata_filter)
-            pages = RawPages(bodies, partial(page_frame, entity_set=ENTITY))
-            return warehouse.write_snapshot(ENTITY, le, pages, spec.key_columns).rows
+            return warehouse.write_snapshot(ENTITY, le, spec.pages(client, le, mappings), spec.key_columns).rows
 
         with ThreadPoolExecutor(len(settings.legal_entities)) as pool:
             rows = sum(pool.map(one, settings.legal_entities))

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -227,8 +227,7 @@ def _keep_current(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: str
                 [extracted_at, datetime.now(UTC), entity, legal_entity]).fetchall()
     info = current_snapshot(con, entity, legal_entity)
     assert info is not None  # the caller has just read its digest under the same lock
-    return SnapshotInfo(info.entity, info.legal_entity, info.snapshot_id, info.extracted_at, info.rows,
-                        info.duplicates, info.key_columns, info.columns, info.snapshot_id, unchanged_bodies=True)
+    return replace(info, previous_snapshot_id=info.snapshot_id, unchanged_bodies=True)
 
 
 def _source_columns(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[str, str]:

@@ -2,13 +2,10 @@
 
 
 import time
-from functools import partial
 
 import dagster as dg
 
-from ...clients.d365 import page_frame
 from ...sync.targets import SHARED, load_mappings
-from ...warehouse.snapshots import RawPages
 from ..failures import fail_fast_on_configuration
 from ..partitions import LEGAL_ENTITY
 from ..resources import D365Resource, WarehouseResource
@@ -38,11 +35,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
         legal_entity = context.partition_key if spec.per_company else None
         started = time.monotonic()
-        # Raw bodies: the warehouse parses them (straight to columns in polars, bench/: about 3x less client CPU
-        # than dicts) only if F&O did not answer byte for byte as for the current snapshot.
-        bodies = d365.client().iter_bodies(spec.entity_set, legal_entity=legal_entity,
-                                           select=spec.select(load_mappings()), odata_filter=spec.odata_filter)
-        pages = RawPages(bodies, partial(page_frame, entity_set=spec.entity_set))
+        pages = spec.pages(d365.client(), legal_entity, load_mappings())
         info = warehouse.open().write_snapshot(spec.entity_set, legal_entity or SHARED, pages, spec.key_columns)
         seconds = time.monotonic() - started
         unchanged = " (unchanged since the last extraction: snapshot kept)" if info.unchanged_bodies else ""

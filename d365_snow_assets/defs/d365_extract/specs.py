@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+from ...clients.d365 import D365Client, page_frame
 from ...mapping import DEFAULT_MAPPINGS, source_columns
 from ...mapping.spec import TargetMapping
+from ...warehouse.snapshots import RawPages
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,15 @@ class ExtractSpec:
         if self.per_company:
             fields.append("dataAreaId")
         return list(dict.fromkeys(fields))
+
+    def pages(self, client: D365Client, legal_entity: str | None,
+              mappings: dict[str, TargetMapping] | None = None) -> RawPages:
+        """The entity's pages as F&O sends them, for :meth:`Warehouse.write_snapshot`: raw bodies, parsed (straight
+        to columns in polars, bench/: about 3x less client CPU than dicts) only if F&O did not answer byte for byte
+        as for the current snapshot."""
+        bodies = client.iter_bodies(self.entity_set, legal_entity=legal_entity, select=self.select(mappings),
+                                    odata_filter=self.odata_filter)
+        return RawPages(bodies, partial(page_frame, entity_set=self.entity_set))
 
 
 EXTRACTS: tuple[ExtractSpec, ...] = (
