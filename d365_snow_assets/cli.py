@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from .commands import credentials, demo, events, ping, replay, sandbox, sync, trace
+from .commands import credentials, demo, events, fit, ping, replay, sandbox, sync, trace
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="Keep Dynamics 365 F&O and ServiceNow Source-to-Pay / AP Operations in sync.")
@@ -21,6 +21,7 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(events.app, name="events")
 app.command("ping")(ping.ping)
+app.command("fit")(fit.fit)
 
 
 if __name__ == "__main__":

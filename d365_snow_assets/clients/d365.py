@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import msal
 import orjson
 import polars as pl
 import requests
+from defusedxml import ElementTree
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
 from ..redaction import get_logger, register_secrets
@@ -641,6 +642,31 @@ class D365Client:
         return results
 
     # -- invoice lookups (DESIGN.md §5.2 step 2) -------------------------------------------------------------------
+    def entity_properties(self, entity_sets: Collection[str]) -> dict[str, frozenset[str]]:
+        """The property names of each of ``entity_sets`` that ``$metadata`` declares (absent sets are left out).
+
+        A real F&O ``$metadata`` runs to tens of megabytes and thousands of entity types, so it is parsed as a
+        stream and only the wanted types are kept."""
+        response = self._send("GET", "$metadata", "the read of $metadata", headers={"Accept": "application/xml"},
+                              ok=(200,))
+        wanted = set(entity_sets)
+        type_of: dict[str, str] = {}  # entity type name -> entity set
+        properties: dict[str, set[str]] = {}
+        current: str | None = None
+        for event, element in ElementTree.iterparse(io.BytesIO(response.content), events=("start", "end")):
+            tag = element.tag.rsplit("}", 1)[-1]
+            if event == "start" and tag == "EntityType":
+                current = element.get("Name")
+                properties[current or ""] = set()
+            elif event == "start" and tag == "Property" and current is not None:
+                properties[current].add(element.get("Name") or "")
+            elif event == "end" and tag == "EntityType":
+                current = None
+                element.clear()
+            elif event == "end" and tag == "EntitySet" and element.get("Name") in wanted:
+                type_of[(element.get("EntityType") or "").rsplit(".", 1)[-1]] = element.get("Name") or ""
+        return {entity_set: frozenset(properties.get(entity_type, ())) for entity_type, entity_set in type_of.items()}
+
     def _find_exact(self, entity_set: str, legal_entity: str, match: Mapping[str, str],
                     select: Sequence[str] | None = None) -> list[dict[str, Any]]:
         # '*' in an eq literal is a wildcard in F&O with no escape: query the superset, then compare exactly.

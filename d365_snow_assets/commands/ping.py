@@ -8,9 +8,11 @@ leaves nothing behind:
   sequence value may be consumed; F&O number sequences for invoices are non-continuous, so that leaves a gap, not
   a record.) A PATCH with no changes was rejected as the check: F&O may skip authorisation for a no-op update.
 - ServiceNow: a PATCH of one outbound invoice setting ``processing_message`` to its own current value (the instance
-  skips an update that changes nothing), and for each Import Set staging table a single-row import that lacks
+  skips an update that changes nothing); the quick part of ``fit`` (the instance's schema read, every staging
+  table able to take the connector's key); and for each Import Set staging table a single-row import that lacks
   its coalesce values and is therefore ``skipped``: the import path and its ACLs are exercised, no target record
-  is touched, and the staging row is removed by the instance's import-set cleanup.
+  is touched, and the staging row is removed by the instance's import-set cleanup. On an instance whose transform
+  map would not skip such a row (discovery says so), that import is skipped with the reason instead.
 """
 
 from __future__ import annotations
@@ -31,18 +33,23 @@ from ..clients.d365 import BatchOp, D365Client
 from ..clients.errors import AuthError, ConnectorError, NotFoundError, TransientError
 from ..clients.servicenow import ServiceNowClient
 from ..clients.transport import RetryPolicy
+from ..discovery import InstanceSchema, load_schema
+from ..discovery.binding import BoundTarget, bind
+from ..discovery.outbound import resolve_outbound
+from ..mapping.spec import TargetMapping
+from ..paths import StatePaths
 from ..redaction import install_redaction, redact
 from ..settings import ConnectorSettings, SettingsError, load_settings
+from ..sync.fit import import_probe
+from ..sync.targets import load_mappings
+from ..warehouse import Warehouse
 
 D365_ENTITIES = ("LegalEntities", "VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2", "MainAccounts",
                  "FinancialDimensionValues", "VendorInvoiceHeaders", "VendorInvoiceLines",
                  "VendInvoiceJourBiEntities", "VendTransBiEntities", "VendorParameters")
 SNOW_TABLES = ("sn_spend_intg_outbound_invoice", "sn_spend_intg_outbound_invoice_line", "sys_import_set_row",
-               "sn_fin_supplier", "sn_shop_purchase_order", "sn_shop_purchase_order_line", "sn_fin_gl_account",
-               "cmn_cost_center", "sn_shop_invoice_payment_detail")
-SNOW_STAGING = ("sn_fcms_intg_imp_supplier", "sn_fcms_intg_imp_order", "sn_fcms_intg_imp_order_line",
-                "sn_fcms_intg_gl_account_stage", "sn_fcms_intg_imp_cost_center",
-                "sn_spend_intg_imp_invoice_payment_detail")
+               "sn_fin_legal_entity", "sn_fin_supplier", "sn_shop_purchase_order", "sn_shop_purchase_order_line",
+               "sn_fin_gl_account", "cmn_cost_center", "sn_shop_invoice")
 OUTBOUND = "sn_spend_intg_outbound_invoice"
 
 # A ping should answer in seconds: few retries, short connect timeout.
@@ -80,6 +87,7 @@ class _Checks:
         self.broken: str | None = None  # set once the system is unusable: later checks are skipped
 
     def run(self, name: str, fn: Callable[[], str]) -> Any:
+        """Run one check; ``fn`` returns the detail (``"skipped: why"`` for a check it chose not to make)."""
         if self.broken:
             self.items.append(Check(self.system, name, "skip", self.broken))
             return None
@@ -92,6 +100,9 @@ class _Checks:
             return None
         except Exception as exc:
             self.items.append(Check(self.system, name, "fail", _message(exc)))
+            return None
+        if detail.startswith("skipped: "):
+            self.items.append(Check(self.system, name, "skip", detail.removeprefix("skipped: ")))
             return None
         self.items.append(Check(self.system, name, "pass",
                                 f"{detail} ({(time.monotonic() - started) * 1000:.0f} ms)".strip()))
@@ -165,11 +176,21 @@ def check_snow(settings: ConnectorSettings, client: ServiceNowClient | None = No
                 return f"basic auth as {settings.snow_username}"
             return f"OAuth client-credentials token, valid {left:.0f} s"
         checks.run("token", auth)
+        found: dict[str, Any] = {}
+
+        def discover() -> str:
+            schema = load_schema(snow, Warehouse(StatePaths(settings.home).ensure().warehouse))
+            found["schema"], found["mappings"] = schema, load_mappings(schema=schema)
+            return (f"schema of {len(schema.tables)} tables read" if schema.access.get("sys_dictionary") == "ok"
+                    else "dictionary not readable: documented defaults assumed (see `d365-snow fit`)")
+        checks.run("discover schema", discover)
+        message = (resolve_outbound(found["schema"], found["mappings"]).header.get("processing_message")
+                   if found else None)
         # After a refused grant in auto mode the reads below run with basic auth and still test read access.
         sample: dict[str, Any] = {}
         for table in SNOW_TABLES:
             def read(table: str = table) -> str:
-                fields = ["sys_id", "processing_message"] if table == OUTBOUND else ["sys_id"]
+                fields = ["sys_id", message] if table == OUTBOUND and message else ["sys_id"]
                 rows, _ = snow.get_page(table, "", fields=fields, limit=1)
                 if table == OUTBOUND and rows:
                     sample.update(rows[0])
@@ -177,25 +198,45 @@ def check_snow(settings: ConnectorSettings, client: ServiceNowClient | None = No
             checks.run(f"read {table}", read)
 
         def patch() -> str:
-            if not sample:
+            if not sample or not message:
                 return "skipped: no outbound invoice to test with"
-            snow.patch(OUTBOUND, sample["sys_id"], {"processing_message": sample.get("processing_message", "")},
-                       fields=["sys_id"])
+            snow.patch(OUTBOUND, sample["sys_id"], {message: sample.get(message, "")}, fields=["sys_id"])
             return "PATCH allowed (value unchanged)"
         checks.run(f"write {OUTBOUND}", patch)
-        for staging in SNOW_STAGING:
-            def imp(staging: str = staging) -> str:
-                column = "u_erp_source" if staging.startswith("sn_spend_intg_imp_") else "erp_source"
-                result = snow.import_one(staging, {column: settings.erp_source})
-                if result.status in ("skipped", "ignored"):
-                    return f"import allowed ({result.status}: nothing written)"
-                raise ConnectorError(f"the test import into {staging} was {result.status}"
-                                     + (f": {result.message}" if result.message else "") + ".")
-            checks.run(f"import {staging}", imp)
+        if found:
+            _fit_checks(checks, settings, snow, found["schema"], found["mappings"])
     finally:
         if client is None:
             snow.close()
     return checks.items
+
+
+def _fit_checks(checks: _Checks, settings: ConnectorSettings, snow: ServiceNowClient, schema: InstanceSchema,
+                mappings: dict[str, TargetMapping]) -> None:
+    """The quick part of ``d365-snow fit``: whether each staging table can take the connector's key, and a
+    single-row import per table where that provably writes nothing."""
+    for staging, mapping in mappings.items():
+        bound = bind(mapping, schema, dict(mapping.element_overrides))
+
+        def fits(bound: BoundTarget = bound) -> str:
+            blocking = [f for f in bound.findings if f.severity == "blocking"]
+            if blocking:
+                raise ConnectorError(blocking[0].message)
+            keys = "labels" if bound.mode == "label" else "column names"
+            return f"insertMultiple keys: {keys} ({schema.key_mode_origin})"
+        if not checks.run(f"fit {staging}", fits):
+            continue
+
+        def imp(bound: BoundTarget = bound) -> str:
+            row, why = import_probe(bound, schema, settings.erp_source)
+            if row is None:
+                return f"skipped: {why}"
+            result = snow.import_one(bound.staging_table, row)
+            if result.status in ("skipped", "ignored"):
+                return f"import allowed ({result.status}: nothing written)"
+            raise ConnectorError(f"the test import into {bound.staging_table} was {result.status}"
+                                 + (f": {result.message}" if result.message else "") + ".")
+        checks.run(f"import {staging}", imp)
 
 
 def render(checks: list[Check]) -> Table:

@@ -10,9 +10,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..clients.errors import ConnectorError
+from ..clients.servicenow import ServiceNowClient
 from ..mapping import MappingError
-from ..settings import SettingsError, load_settings
+from ..paths import StatePaths
+from ..settings import ConnectorSettings, SettingsError, load_settings
+from ..sync.fit import fit_before_sync
 from ..sync.targets import load_mappings
+from ..warehouse import Warehouse
+from .fit import findings_table
 from .runs import RunOutcome, open_instance, run_cycle
 
 console = Console(stderr=True)
@@ -32,6 +38,8 @@ def _cycle(push: bool) -> list[RunOutcome]:
     except (SettingsError, MappingError) as exc:
         console.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    if push:
+        _refuse_misfit(settings)
     instance = open_instance(settings)
     verb = "Syncing" if push else "Planning"
     with console.status(f"{verb} {len(settings.legal_entities)} legal entities…") as status:
@@ -39,6 +47,24 @@ def _cycle(push: bool) -> list[RunOutcome]:
             console.print(_describe(outcome))
             status.update(f"{verb}… ({outcome.job} done)")
         return run_cycle(settings, instance, push=push, on_run=on_run)
+
+
+def _refuse_misfit(settings: ConnectorSettings) -> None:
+    """No push into a table whose mapping does not fit the instance (DESIGN §4: exit 2 with the report)."""
+    warehouse = Warehouse(StatePaths(settings.home).ensure().warehouse)
+    try:
+        with ServiceNowClient(settings) as snow:
+            report = fit_before_sync(snow, warehouse, settings)
+    except MappingError as exc:
+        console.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except ConnectorError:
+        return  # the runs meet the same failure and report it where it happens
+    if report.blocking:
+        console.print(findings_table("The mapping does not fit this ServiceNow instance", report.blocking))
+        console.print("[red]Nothing was synced.[/] Run `d365-snow fit` for the whole report; the README's \"Before "
+                      "the first sync\" says how an admin fixes each finding.")
+        raise typer.Exit(2)
 
 
 def summarize(outcomes: list[RunOutcome], prefix: str) -> dict[str, dict[str, int]]:

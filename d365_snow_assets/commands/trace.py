@@ -73,5 +73,6 @@ def _show_live(settings: object, table_name: str, sys_id: str) -> None:
     except (ConnectorError, SettingsError) as exc:
         err.print(f"[yellow]Could not read it from ServiceNow now:[/] {escape(str(exc))}")
         return
-    shown = {k: v for k, v in record.items() if k in ("sys_updated_on", "active", "name", "line_status", "po_status")}
+    fields = [k for k, v in record.items() if v not in ("", None) and not k.startswith("sys_")][:6]
+    shown = {k: record[k] for k in ("sys_updated_on", *fields) if k in record}
     console.print(f"ServiceNow now ({table_name}/{sys_id}): " + escape(", ".join(f"{k}={v}" for k, v in shown.items())))

@@ -13,8 +13,12 @@ from pydantic import PrivateAttr
 
 from ..clients.d365 import D365Client
 from ..clients.servicenow import ServiceNowClient
+from ..discovery import InstanceSchema, load_schema
+from ..discovery.outbound import OutboundFields, resolve_outbound
+from ..mapping.spec import TargetMapping
 from ..paths import StatePaths
 from ..settings import ConnectorSettings, load_settings
+from ..sync.targets import load_mappings
 from ..warehouse import Warehouse
 from .io_manager import AtomicFilesystemIOManager
 
@@ -67,11 +71,27 @@ class D365Resource(_ClientResource):
 class ServiceNowResource(_ClientResource):
     """ServiceNow Table and Import Set APIs (OAuth client credentials, or basic auth as fallback)."""
 
+    _schema: Any = PrivateAttr(default=None)
+
     def _create(self, settings: ConnectorSettings) -> ServiceNowClient:
         return ServiceNowClient(settings)
 
     def client(self) -> ServiceNowClient:
         return self._cached()
+
+    def schema(self, warehouse: Warehouse) -> InstanceSchema:
+        """The instance's discovered schema (the warehouse's cached copy while younger than a day)."""
+        if self._schema is None:
+            self._schema = load_schema(self.client(), warehouse)
+        return self._schema
+
+    def mappings(self, warehouse: Warehouse) -> dict[str, TargetMapping]:
+        """The mappings with the customer's overrides, checked against the instance's own fields too."""
+        return load_mappings(schema=self.schema(warehouse))
+
+    def outbound(self, warehouse: Warehouse) -> OutboundFields:
+        """How this instance's outbound invoice tables are read and written."""
+        return resolve_outbound(self.schema(warehouse), self.mappings(warehouse))
 
 
 def connector_resources() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from d365_snow_assets.clients import odata
 from d365_snow_assets.clients.d365 import D365Client
 from d365_snow_assets.clients.servicenow import ServiceNowClient
-from d365_snow_assets.invoices.model import HEADER_TABLE
+from d365_snow_assets.discovery.outbound import OutboundFields
 from d365_snow_assets.invoices.payloads import HEADER_ENTITY, LINE_ENTITY, Payload, json_ready
 from d365_snow_assets.invoices.posting import PendingInvoice, PostedInvoice
 
@@ -97,26 +97,29 @@ class D365Ledger:
 
 
 class ServiceNowStatusWriter:
-    """PATCHes of ``sn_spend_intg_outbound_invoice``: absolute values, so a repeat is harmless."""
+    """PATCHes of the outbound invoice: absolute values, so a repeat is harmless. Fields and status values are the
+    instance's own (``out``, resolved by discovery)."""
 
-    FIELDS = ("sys_id", "integration_status")
-
-    def __init__(self, client: ServiceNowClient) -> None:
+    def __init__(self, client: ServiceNowClient, out: OutboundFields) -> None:
         self.client = client
+        self.out = out
+
+    def _patch(self, sys_id: str, status: str, **values: str) -> None:
+        body = {self.out.element("integration_status"): self.out.status(status),
+                **{self.out.element(name): value for name, value in values.items()}}
+        self.client.patch(self.out.header_table, sys_id, body, fields=["sys_id"])
 
     def mark_in_progress(self, sys_id: str) -> None:
-        self.client.patch(HEADER_TABLE, sys_id, {"integration_status": "in_progress", "processing_message": ""},
-                          fields=list(self.FIELDS))
+        self._patch(sys_id, "in_progress", processing_message="")
 
     def mark_processed(self, sys_id: str, erp_number: str, posting_date: date | None = None) -> None:
-        values = {"integration_status": "processed", "erp_number": erp_number, "processing_message": ""}
-        if posting_date is not None:
+        values = {"erp_number": erp_number, "processing_message": ""}
+        if posting_date is not None and "erp_posting_date" in self.out.header:
             values["erp_posting_date"] = posting_date.isoformat()
-        self.client.patch(HEADER_TABLE, sys_id, values, fields=list(self.FIELDS))
+        self._patch(sys_id, "processed", **values)
 
     def mark_error(self, sys_id: str, message: str) -> None:
-        self.client.patch(HEADER_TABLE, sys_id, {"integration_status": "error", "processing_message": message},
-                          fields=list(self.FIELDS))
+        self._patch(sys_id, "error", processing_message=message)
 
 
 __all__ = ["KILL_AFTER_HEADER_ENV", "D365Ledger", "ServiceNowStatusWriter", "parse_fno_date"]

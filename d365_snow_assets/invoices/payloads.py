@@ -25,6 +25,13 @@ from d365_snow_assets.mapping.dimensions import build_display_value
 
 HEADER_ENTITY = "VendorInvoiceHeaders"
 LINE_ENTITY = "VendorInvoiceLines"
+# Every property a header / line payload may carry (``d365-snow fit`` checks them against $metadata).
+HEADER_PROPERTIES = ("dataAreaId", "HeaderReference", "InvoiceNumber", "InvoiceAccount", "VendorAccount",
+                     "InvoiceDate", "Date", "DueDate", "Currency", "ImportedAmount", "ImportedSalesTax",
+                     "PurchaseOrderNumber", "DocumentNumber")
+LINE_PROPERTIES = ("dataAreaId", "HeaderReference", "InvoiceLineNumber", "Currency", "ItemNumber",
+                   "MainAccountDisplayValue", "DimensionDisplayValue", "InventNow", "UnitPrice", "Amount",
+                   "PurchaseOrder", "PurchLineNumber", "LineDescription")
 _CENT = Decimal(1).scaleb(-MONEY_PLACES)
 
 Payload = dict[str, Any]

@@ -8,10 +8,12 @@ import polars as pl
 import pyarrow as pa
 
 from d365_snow_assets.mapping import values
-from d365_snow_assets.mapping.derived import ROW_FILTERS, RULES
+from d365_snow_assets.mapping.derived import ROW_FILTERS, RULES, Rule
 from d365_snow_assets.mapping.spec import Const, Derived, Field, MappingContext, MappingError, TargetMapping
 
 FrameLike = pl.DataFrame | pl.LazyFrame | pa.Table
+# Why a row is held back (validation.reference_data adds its own reasons in the same column).
+REASON = "_reason"
 
 
 def _lazy(frame: FrameLike) -> pl.LazyFrame:
@@ -32,6 +34,8 @@ def source_columns(mapping: TargetMapping) -> list[str]:
             needed.extend(RULES[source.rule].reads)
     if mapping.row_filter:
         needed.extend(ROW_FILTERS[mapping.row_filter].reads)
+    if mapping.hold_back:
+        needed.extend(RULES[mapping.hold_back].reads)
     return list(dict.fromkeys(needed))
 
 
@@ -41,7 +45,8 @@ def apply_mapping(
     ctx: MappingContext,
     related: Mapping[str, FrameLike] | None = None,
 ) -> pl.DataFrame:
-    """Staging rows for ``mapping`` from F&O rows in ``frame``: every column a string, in spec order.
+    """Staging rows for ``mapping`` from F&O rows in ``frame``: one column per label, every value a string, in spec
+    order; plus ``_reason`` (why the row must be held back, "" when it may go) when the mapping has a hold-back rule.
 
     ``related`` holds the other entities a rule needs (``PurchaseOrderLinesV2`` for ``po_amount``). Snapshot
     metadata columns (snapshot_id, row_hash, …) are ignored.
@@ -54,11 +59,26 @@ def apply_mapping(
     related_lazy = {name: _lazy(f) for name, f in (related or {}).items()}
     if mapping.row_filter:
         lazy = lazy.filter(ROW_FILTERS[mapping.row_filter].expr(ctx, schema))
-    for _, source in mapping.columns:
-        if isinstance(source, Derived) and RULES[source.rule].prepare is not None:
-            lazy = RULES[source.rule].prepare(lazy, ctx, related_lazy)  # type: ignore[misc]
+    # The hold-back rule's preparation sees every source row (the party check counts an account's companies before
+    # the supplier rule collapses them into one row).
+    rules = [mapping.hold_back] if mapping.hold_back else []
+    rules += [source.rule for _, source in mapping.columns if isinstance(source, Derived)]
+    for rule in dict.fromkeys(rules):
+        prepare = _rule(rule).prepare
+        if prepare is not None:
+            lazy = prepare(lazy, ctx, related_lazy)
+    schema = lazy.collect_schema()
     exprs = [_expr(source, ctx, schema).cast(pl.String).fill_null("").alias(name) for name, source in mapping.columns]
+    if mapping.hold_back:
+        exprs.append(_rule(mapping.hold_back).expr(ctx, schema).fill_null("").alias(REASON))
     return lazy.select(exprs).collect()
+
+
+def _rule(name: str) -> Rule:
+    rule = RULES.get(name)
+    if rule is None:
+        raise MappingError(f"unknown derived rule {name!r}; known: {', '.join(sorted(RULES))}")
+    return rule
 
 
 def _expr(source: Field | Const | Derived, ctx: MappingContext, schema: Mapping[str, pl.DataType]) -> pl.Expr:
@@ -66,7 +86,4 @@ def _expr(source: Field | Const | Derived, ctx: MappingContext, schema: Mapping[
         return values.format_column(source.column, source.format, schema[source.column])
     if isinstance(source, Const):
         return pl.lit(source.value, dtype=pl.String)
-    rule = RULES.get(source.rule)
-    if rule is None:
-        raise MappingError(f"unknown derived rule {source.rule!r}; known: {', '.join(sorted(RULES))}")
-    return rule.expr(ctx, schema)
+    return _rule(source.rule).expr(ctx, schema)

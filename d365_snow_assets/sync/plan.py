@@ -1,20 +1,28 @@
-"""What a sync would push: map the current snapshots, hold back invalid rows, diff against pushed state."""
+"""What a sync would push: map the current snapshots, hold back invalid rows, diff against pushed state, and check
+the mapping against the ServiceNow instance it is for."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import polars as pl
 
+from ..discovery.binding import BoundTarget, Finding, bind, coalesce_findings
+from ..discovery.model import InstanceSchema
 from ..mapping import MappingContext, apply_mapping
+from ..mapping.apply import REASON
 from ..mapping.spec import TargetMapping
-from ..validation.reference_data import REASON, ReferenceData, split_valid
+from ..validation.reference_data import ReferenceData, split_valid
 from ..warehouse import DiffResult, Warehouse, snapshots
 from ..warehouse.diff import business_key_expr
 from ..warehouse.state import BUSINESS_KEY
 from .targets import SHARED, SyncTarget
+
+# The PO line labels the account rule reads (DESIGN §5.1: a blank account or cost center is no reference).
+LINE_ACCOUNT_COLUMNS = {"legal_entity_column": "Legal entity", "gl_column": "General Ledger Account",
+                        "cost_center_column": "Cost center"}
 
 
 class MissingSnapshotError(RuntimeError):
@@ -23,12 +31,15 @@ class MissingSnapshotError(RuntimeError):
 
 @dataclass(frozen=True)
 class SyncPlan:
-    """The rows one push would send for one target (and one legal entity, or all for shared data)."""
+    """The rows one push would send for one target (and one legal entity, or all for shared data), and how the
+    mapping fits the instance (``bound``, ``findings``; None when the plan was made without ServiceNow)."""
 
     target: SyncTarget
     legal_entity: str | None
     diff: DiffResult
     held_back: pl.DataFrame  # staging columns + _business_key + _reason
+    bound: BoundTarget | None = None
+    findings: list[Finding] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -37,6 +48,10 @@ class SyncPlan:
     @property
     def is_empty(self) -> bool:
         return self.diff.to_push.height == 0 and self.diff.deletions.height == 0
+
+    @property
+    def blocked(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "blocking"]
 
 
 def reference_data(warehouse: Warehouse) -> ReferenceData:
@@ -49,34 +64,58 @@ def _reference_data(con: duckdb.DuckDBPyConnection) -> ReferenceData:
                                         snapshots.read_snapshot(con, "FinancialDimensionValues"))
 
 
-def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *, legal_entity: str | None,
-               configured_legal_entities: Sequence[str], mapping: TargetMapping | None = None) -> SyncPlan:
-    """Plan ``target`` for ``legal_entity`` (per-company targets) or for all configured companies (shared)."""
-    mapping = mapping or target.mapping()
-    scope = [legal_entity] if legal_entity else None
-    # Every read in one connection: a warehouse connection costs milliseconds (it grows with the file), which
-    # dominated the CPU of a no-change cycle when each read opened its own (bench/: no-change).
-    with warehouse.reader() as con:
-        for entity in (mapping.source_entity, *mapping.related_entities):
-            # Without a snapshot every pushed record of the scope would look deleted and be deactivated.
-            if snapshots.current_snapshot(con, entity, legal_entity or SHARED) is None:
-                raise MissingSnapshotError(f"there is no snapshot of {entity} for {legal_entity or 'the shared data'} "
-                                           f"yet; extract it first (d365-snow sync runs the extract assets)")
-        source = snapshots.read_snapshot(con, mapping.source_entity, scope, bookkeeping=False)
-        related = {name: snapshots.read_snapshot(con, name, scope, bookkeeping=False)
-                   for name in mapping.related_entities}
-        references = _reference_data(con) if target.validate_accounts else None
-    staging = _empty_staging(mapping) if source.height == 0 else apply_mapping(mapping, source, ctx, related)
+def _scope(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: str | None,
+           configured: Sequence[str]) -> list[str] | None:
+    """The snapshot scope to read ``entity`` in: its shared snapshot, or the company (or every configured company,
+    for a plan across companies). Raises when a snapshot is missing: without one, every pushed record of the scope
+    would look deleted and be deactivated."""
+    if snapshots.current_snapshot(con, entity, SHARED) is not None:
+        return None
+    wanted = [legal_entity] if legal_entity else list(configured)
+    missing = [le for le in wanted if snapshots.current_snapshot(con, entity, le) is None]
+    if missing or not wanted:
+        where = ", ".join(le.upper() for le in missing) or "the shared data"
+        raise MissingSnapshotError(f"there is no snapshot of {entity} for {where} yet; extract it first "
+                                   "(d365-snow sync runs the extract assets)")
+    return wanted
 
-    if not target.per_company:
-        # Shared data is read for every company F&O has; push only what the configured companies use.
-        allowed = ["", *(le.upper() for le in configured_legal_entities)]
-        staging = staging.filter(pl.col(mapping.legal_entity_column).is_in(allowed))
+
+def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *, legal_entity: str | None,
+               configured_legal_entities: Sequence[str], mapping: TargetMapping | None = None,
+               schema: InstanceSchema | None = None) -> SyncPlan:
+    """Plan ``target`` for ``legal_entity`` (per-company targets) or for all configured companies (shared).
+
+    With ``schema`` the mapping is also bound to the instance and checked against its transform map with the rows
+    about to be planned (the records a narrower coalesce would merge are named)."""
+    mapping = mapping or target.mapping()
+    bound: BoundTarget | None = None
+    if schema is not None:
+        bound = bind(mapping, schema, dict(mapping.element_overrides))
+        mapping = bound.mapping  # as adapted to the instance's release (discovery.binding.adapt_to_instance)
+    staging, references = mapped_rows(mapping, warehouse, ctx, legal_entity=legal_entity,
+                                      configured_legal_entities=configured_legal_entities,
+                                      validate_accounts=target.validate_accounts)
 
     held_back = staging.head(0).with_columns(pl.lit("").alias(BUSINESS_KEY), pl.lit("").alias(REASON))
+    if REASON in staging.columns:
+        held = staging.filter(pl.col(REASON) != "")
+        staging = staging.filter(pl.col(REASON) == "").drop(REASON)
+        held_back = held.with_columns(business_key_expr(mapping.coalesce).alias(BUSINESS_KEY))
     if references is not None:
-        staging, rejected = split_valid(staging, references)
-        held_back = rejected.with_columns(business_key_expr(mapping.coalesce).alias(BUSINESS_KEY))
+        staging, rejected = split_valid(staging, references, blank_ok=True, **LINE_ACCOUNT_COLUMNS)
+        rejected = rejected.with_columns(business_key_expr(mapping.coalesce).alias(BUSINESS_KEY))
+        held_back = pl.concat([held_back, rejected.select(held_back.columns)]) if held_back.height else rejected
+
+    findings: list[Finding] = []
+    if bound is not None and schema is not None:
+        rows = staging
+        if legal_entity and any(f.code == "coalesce_narrower" for f in coalesce_findings(bound, schema)):
+            # A map narrower than the key may merge records of different companies (the same PO number in two of
+            # them): the collisions are looked for across every configured company, not only this partition's.
+            rows, _ = mapped_rows(mapping, warehouse, ctx, legal_entity=None,
+                                  configured_legal_entities=configured_legal_entities)
+        keys = rows.select(business_key_expr(mapping.coalesce).alias(BUSINESS_KEY)).to_series()
+        findings = [*bound.findings, *coalesce_findings(bound, schema, rows, keys)]
 
     diff_scope = [legal_entity] if legal_entity else None
     diff = warehouse.diff(mapping, staging, erp_source=ctx.erp_source, legal_entities=diff_scope)
@@ -86,8 +125,30 @@ def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *,
         diff = DiffResult(diff.target, diff.inserts, diff.changes,
                           diff.deletions.filter(~pl.col(BUSINESS_KEY).is_in(keys.implode())), diff.orphans,
                           diff.unchanged, diff.duplicate_keys)
-    return SyncPlan(target, legal_entity, diff, held_back)
+    return SyncPlan(target, legal_entity, diff, held_back, bound, findings)
+
+
+def mapped_rows(mapping: TargetMapping, warehouse: Warehouse, ctx: MappingContext, *, legal_entity: str | None,
+                configured_legal_entities: Sequence[str], validate_accounts: bool = False
+                ) -> tuple[pl.DataFrame, ReferenceData | None]:
+    """The current snapshots of ``legal_entity`` (or of every configured company) mapped to staging rows, and the
+    reference data account validation needs."""
+    # Every read in one connection: a warehouse connection costs milliseconds (it grows with the file), which
+    # dominated the CPU of a no-change cycle when each read opened its own (bench/: no-change).
+    with warehouse.reader() as con:
+        source = snapshots.read_snapshot(
+            con, mapping.source_entity, _scope(con, mapping.source_entity, legal_entity, configured_legal_entities),
+            bookkeeping=False)
+        related = {name: snapshots.read_snapshot(con, name, _scope(con, name, legal_entity,
+                                                                  configured_legal_entities), bookkeeping=False)
+                   for name in mapping.related_entities}
+        references = _reference_data(con) if validate_accounts else None
+    staging = _empty_staging(mapping) if source.height == 0 else apply_mapping(mapping, source, ctx, related)
+    return staging, references
 
 
 def _empty_staging(mapping: TargetMapping) -> pl.DataFrame:
-    return pl.DataFrame(schema={name: pl.String for name in mapping.column_names})
+    columns = {name: pl.String for name in mapping.column_names}
+    if mapping.hold_back:
+        columns[REASON] = pl.String
+    return pl.DataFrame(schema=columns)

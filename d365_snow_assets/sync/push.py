@@ -12,6 +12,7 @@ import orjson
 import polars as pl
 
 from ..clients.errors import ConnectorError
+from ..discovery.binding import BoundTarget
 from ..mapping.spec import TargetMapping
 from ..warehouse import Warehouse, audit, state
 from ..warehouse.diff import payload_columns
@@ -64,9 +65,25 @@ class PushSummary:
         return sum(self.outcomes.values())
 
 
-def push_plan(plan: SyncPlan, mapping: TargetMapping, client: ImportClient, warehouse: Warehouse,
-              audit_ctx: AuditContext, *, progress: Callable[[int, int], None] | None = None) -> PushSummary:
-    """Push inserts, changes and deactivations of ``plan``; audit them and the held-back rows."""
+class BlockedTargetError(ConnectorError):
+    """The mapping does not fit the instance's staging table (a blocking ``fit`` finding): nothing is sent."""
+
+
+def push_plan(plan: SyncPlan, client: ImportClient, warehouse: Warehouse, audit_ctx: AuditContext, *,
+              progress: Callable[[int, int], None] | None = None) -> PushSummary:
+    """Push inserts, changes and deactivations of ``plan``; audit them and the held-back rows.
+
+    The plan must have been bound to the instance (``build_plan(..., schema=…)``); a plan with a blocking finding
+    is refused before anything is sent (DESIGN §5: a key field that cannot be sent, or a transform map that would
+    merge records)."""
+    bound = plan.bound
+    if bound is None:
+        raise ValueError("the plan was built without the instance's schema; pass schema= to build_plan")
+    if plan.blocked:
+        raise BlockedTargetError(f"{bound.staging_table} does not fit this ServiceNow instance, so nothing was sent: "
+                                 + " ".join(f.message for f in plan.blocked) + " Run `d365-snow fit` for the report.",
+                                 system="ServiceNow")
+    mapping = bound.mapping
     frames = [frame for frame in (plan.diff.to_push, plan.diff.deletions) if frame.height]
     chunks = [chunk for frame in frames for chunk in frame.iter_slices(CHUNK_ROWS)]
     total = sum(chunk.height for chunk in chunks)
@@ -74,7 +91,7 @@ def push_plan(plan: SyncPlan, mapping: TargetMapping, client: ImportClient, ware
     for chunk in chunks:
         before = sum(frame.height for frame, _ in sent)
         chunk_progress = (lambda done, _of, before=before: progress(before + done, total)) if progress else None
-        sent.append(_send(chunk, mapping, client, chunk_progress))
+        sent.append(_send(chunk, bound, client, chunk_progress))
     results = [frame for frame, _ in sent]
     unsent = sum(1 for _, delivered in sent if not delivered)
     outcome_frame = pl.concat(results, how="diagonal_relaxed") if results else None
@@ -94,17 +111,24 @@ def push_plan(plan: SyncPlan, mapping: TargetMapping, client: ImportClient, ware
     return PushSummary(dict(zip(counts["outcome"], counts["len"], strict=True)), errors, unsent)
 
 
-def _send(frame: pl.DataFrame, mapping: TargetMapping, client: ImportClient,
+def send_rows(bound: BoundTarget, client: ImportClient, rows: Sequence[dict[str, str]], *, parallel: int = 1,
+              progress: Callable[[int, int], None] | None = None) -> list[ImportRowResult]:
+    """Label-keyed rows to the instance's staging table, each value under the key the instance takes (its label or
+    its column name), unresolved fields left out: the one way every F&O → ServiceNow record is sent."""
+    return list(client.insert_multiple(bound.staging_table, bound.encode(rows), progress=progress,
+                                       parallel=parallel))
+
+
+def _send(frame: pl.DataFrame, bound: BoundTarget, client: ImportClient,
           progress: Callable[[int, int], None] | None) -> tuple[pl.DataFrame, bool]:
     """The chunk with ServiceNow's answer per row, and whether the call got through at all."""
-    payload = payload_columns(frame)
-    rows = payload.to_dicts()
+    mapping = bound.mapping
+    rows = payload_columns(frame).to_dicts()
     delivered = True
     keys = frame.get_column(BUSINESS_KEY)
     parallel = PARALLEL_BATCHES if keys.str.to_lowercase().n_unique() == keys.len() else 1
     try:
-        answers: Sequence[ImportRowResult] = client.insert_multiple(mapping.staging_table, rows, progress=progress,
-                                                                    parallel=parallel)
+        answers: Sequence[ImportRowResult] = send_rows(bound, client, rows, parallel=parallel, progress=progress)
     except ConnectorError as exc:
         delivered = False
         # The rows may or may not have arrived (coalesce makes re-sending safe); either way pushed state must not

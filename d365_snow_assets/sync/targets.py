@@ -5,17 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..mapping import DEFAULT_MAPPINGS, apply_overrides, overrides_from_toml
+from ..discovery.model import InstanceSchema
+from ..mapping import DEFAULT_MAPPINGS, MappingContext, apply_overrides, overrides_from_toml
 from ..mapping.spec import TargetMapping
-from ..settings import TOML_FILE
+from ..settings import TOML_FILE, ConnectorSettings
 
 
-def load_mappings(config_file: Path = Path(TOML_FILE)) -> dict[str, TargetMapping]:
-    """The DESIGN §5.1 mappings with the customer's ``[mapping]`` overrides from ``d365snow.toml`` applied.
+def load_mappings(config_file: Path = Path(TOML_FILE), schema: InstanceSchema | None = None
+                  ) -> dict[str, TargetMapping]:
+    """The DESIGN §5.1 mappings with the customer's ``[mapping]`` overrides from ``d365snow.toml`` applied; with
+    ``schema`` (the instance's discovered schema) overrides may also name the instance's own fields.
 
-    Raises :class:`~d365_snow_assets.mapping.MappingError` with a sentence naming the table and column at fault.
+    Raises :class:`~d365_snow_assets.mapping.MappingError` with a sentence naming the table and field at fault.
     """
-    return apply_overrides(overrides_from_toml(config_file))
+    return apply_overrides(overrides_from_toml(config_file), schema=schema)
+
+
+def mapping_context(settings: ConnectorSettings) -> MappingContext:
+    """The mapping rules' configuration from the connector settings."""
+    return MappingContext(erp_source=settings.erp_source,
+                          legal_entities=tuple(le.lower() for le in settings.legal_entities))
+
 
 # The snapshot "legal entity" of company-independent entities (main accounts, financial dimension values).
 SHARED = "shared"
@@ -23,7 +33,11 @@ SHARED = "shared"
 
 @dataclass(frozen=True)
 class SyncTarget:
-    """One ServiceNow staging table fed from F&O snapshots."""
+    """One ServiceNow staging table fed from F&O snapshots.
+
+    ``per_company`` targets are planned and pushed per legal entity partition; the others once for all configured
+    companies (GL accounts and cost centers are shared by F&O itself; a ServiceNow supplier is global, so suppliers
+    and their legal-entity mappings are planned over every configured company's vendors at once)."""
 
     name: str  # short, human: "suppliers"
     staging_table: str
@@ -34,10 +48,14 @@ class SyncTarget:
         return (mappings or DEFAULT_MAPPINGS)[self.staging_table]
 
 
+# In push order: what a later target references must be in ServiceNow first (an order names its supplier and legal
+# entity, a supplier–legal entity mapping both).
 TARGETS: tuple[SyncTarget, ...] = (
+    SyncTarget("legal_entities", "sn_fcms_intg_legal_entity_stage", per_company=False),
     SyncTarget("gl_accounts", "sn_fcms_intg_gl_account_stage", per_company=False),
     SyncTarget("cost_centers", "sn_fcms_intg_imp_cost_center", per_company=False),
-    SyncTarget("suppliers", "sn_fcms_intg_imp_supplier", per_company=True),
+    SyncTarget("suppliers", "sn_fcms_intg_imp_supplier", per_company=False),
+    SyncTarget("supplier_legal_entities", "sn_fcms_intg_supplier_legal_entity_inbound", per_company=False),
     SyncTarget("purchase_orders", "sn_fcms_intg_imp_order", per_company=True),
     SyncTarget("purchase_order_lines", "sn_fcms_intg_imp_order_line", per_company=True, validate_accounts=True),
 )

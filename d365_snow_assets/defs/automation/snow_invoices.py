@@ -9,13 +9,14 @@ import time
 
 import dagster as dg
 
-from ...clients.encoded_query import escape
 from ...clients.errors import ConnectorError
 from ...clients.servicenow import KeysetCursor, ServiceNowClient
-from ...invoices.model import HEADER_TABLE
+from ...discovery import load_schema
+from ...discovery.outbound import OutboundFields, resolve_outbound
 from ...paths import StatePaths
 from ...settings import SettingsError, load_settings
-from ...sync.invoices import poll_cursor_name, retry_cursor_name
+from ...sync.invoices import poll_cursor_name, retry_cursor_name, scope_query
+from ...sync.targets import load_mappings
 from ...warehouse import Warehouse
 from ..jobs import invoice_round_trip
 
@@ -24,15 +25,16 @@ from ..jobs import invoice_round_trip
 RETRY_WINDOW_S = 60 * 60
 
 
-def waiting_invoice(client: ServiceNowClient, warehouse: Warehouse, legal_entity: str) -> str | None:
+def waiting_invoice(client: ServiceNowClient, warehouse: Warehouse, legal_entity: str, out: OutboundFields,
+                    erp_source: str) -> str | None:
     """A key for the first invoice of ``legal_entity`` still to be done (new after the committed cursor, or marked
     for retry), or None when there is nothing to do."""
     if warehouse.get_cursor(retry_cursor_name(legal_entity), []):
         return "retry"
     stored = warehouse.get_cursor(poll_cursor_name(legal_entity))
     cursor = KeysetCursor(stored["updated_on"], stored["sys_id"]) if stored else None
-    query = f"legal_entity={escape(legal_entity.upper())}^integration_status=new"
-    for page in client.iter_keyset(HEADER_TABLE, query, fields=["sys_id"], page_size=1, cursor=cursor):
+    query = scope_query(out, legal_entity, erp_source, "new")
+    for page in client.iter_keyset(out.header_table, query, fields=["sys_id"], page_size=1, cursor=cursor):
         if page.rows:
             return f"{page.rows[0]['sys_updated_on']}|{page.rows[0]['sys_id']}"
     return None
@@ -56,8 +58,10 @@ def snow_approved_invoices(context: dg.SensorEvaluationContext) -> dg.SensorResu
     requests = []
     try:
         with ServiceNowClient(settings) as client:
+            schema = load_schema(client, warehouse)
+            out = resolve_outbound(schema, load_mappings(schema=schema))
             for le in settings.legal_entities:
-                waiting = waiting_invoice(client, warehouse, le)
+                waiting = waiting_invoice(client, warehouse, le, out, settings.erp_source)
                 if waiting:
                     requests.append(dg.RunRequest(run_key=f"invoices:{le}:{waiting}:{window}", partition_key=le))
     except ConnectorError as exc:

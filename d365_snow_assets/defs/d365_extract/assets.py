@@ -23,7 +23,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
         key=extract_key(spec.entity_set),
         group_name="d365_extract",
         kinds={"odata", "duckdb"},
-        partitions_def=LEGAL_ENTITY if spec.per_company else None,
+        partitions_def=LEGAL_ENTITY if spec.per_company and not spec.all_companies else None,
         description=spec.description,
         owners=["team:integration"],
         tags={"direction": "d365_to_snow", "system": "d365"},
@@ -33,27 +33,34 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
     @fail_fast_on_configuration
     def _extract(context: dg.AssetExecutionContext, d365: D365Resource,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
-        legal_entity = context.partition_key if spec.per_company else None
+        if spec.all_companies:
+            companies: list[str | None] = list(warehouse.settings.legal_entities)
+        else:
+            companies = [context.partition_key if spec.per_company else None]
         started = time.monotonic()
-        pages = spec.pages(d365.client(), legal_entity, load_mappings())
-        info = warehouse.open().write_snapshot(spec.entity_set, legal_entity or SHARED, pages, spec.key_columns)
+        mappings = load_mappings()
+        infos = []
+        for legal_entity in companies:
+            pages = spec.pages(d365.client(), legal_entity, mappings)
+            info = warehouse.open().write_snapshot(spec.entity_set, legal_entity or SHARED, pages, spec.key_columns)
+            unchanged = " (unchanged since the last extraction: snapshot kept)" if info.unchanged_bodies else ""
+            context.log.info(f"{spec.entity_set} ({legal_entity or 'all companies'}): {info.rows} rows{unchanged}")
+            infos.append(info)
         seconds = time.monotonic() - started
-        unchanged = " (unchanged since the last extraction: snapshot kept)" if info.unchanged_bodies else ""
-        context.log.info(f"{spec.entity_set} ({legal_entity or 'all companies'}): {info.rows} rows in "
-                         f"{seconds:.1f} s{unchanged}")
+        rows = sum(i.rows for i in infos)
         return dg.MaterializeResult(metadata={
-            "dagster/row_count": info.rows,
-            "legal_entity": legal_entity or "all (shared)",
-            "snapshot_id": info.snapshot_id,
-            "duplicate_keys_dropped": info.duplicates,
+            "dagster/row_count": rows,
+            "legal_entity": ", ".join(c.upper() for c in companies if c) or "all (shared)",
+            "snapshot_id": ", ".join(i.snapshot_id for i in infos),
+            "duplicate_keys_dropped": sum(i.duplicates for i in infos),
             # The snapshot swap is a delta: these are the rows it wrote and deleted (0 and 0 when nothing changed).
-            "rows_new_or_changed": info.written,
-            "rows_removed": info.removed,
+            "rows_new_or_changed": sum(i.written for i in infos),
+            "rows_removed": sum(i.removed for i in infos),
             # True when F&O's pages matched the current snapshot's byte for byte: nothing was parsed or rewritten.
-            "unchanged_since_last_extraction": info.unchanged_bodies,
+            "unchanged_since_last_extraction": all(i.unchanged_bodies for i in infos),
             "seconds": round(seconds, 2),
-            "rows_per_second": int(info.rows / seconds) if seconds else 0,
-            "extracted_at": dg.MetadataValue.timestamp(info.extracted_at),
+            "rows_per_second": int(rows / seconds) if seconds else 0,
+            "extracted_at": dg.MetadataValue.timestamp(max(i.extracted_at for i in infos)),
         })
 
     return _extract

@@ -22,6 +22,9 @@ class ExtractSpec:
     # OData $filter on top of the legal-entity filter (already escaped: a constant, never user input).
     odata_filter: str | None = None
     extra_fields: tuple[str, ...] = ()
+    # A company-scoped entity read by one unpartitioned asset for every configured company (one snapshot each):
+    # vendors, because a ServiceNow supplier is global and is planned over every company's vendors at once.
+    all_companies: bool = False
 
     def select(self, mappings: dict[str, TargetMapping] | None = None) -> list[str]:
         """The ``$select`` list: keys, what every mapping sourced from this entity needs, and the extra fields.
@@ -49,8 +52,15 @@ class ExtractSpec:
 
 
 EXTRACTS: tuple[ExtractSpec, ...] = (
-    ExtractSpec("VendorsV2", ("dataAreaId", "VendorAccountNumber"), per_company=True,
-                description="Vendors of one legal entity (F&O `VendorsV2`), the source of ServiceNow suppliers."),
+    ExtractSpec("LegalEntities", ("LegalEntityId",), per_company=False,
+                description="The companies (F&O `LegalEntities`), the source of ServiceNow legal entities."),
+    ExtractSpec("Ledgers", ("LegalEntityId",), per_company=False,
+                extra_fields=("Name", "AccountingCurrency", "ChartOfAccounts"),
+                description="Each company's ledger (F&O `Ledgers`): its accounting currency and chart of accounts."),
+    ExtractSpec("VendorsV2", ("dataAreaId", "VendorAccountNumber"), per_company=True, all_companies=True,
+                extra_fields=("VendorPartyNumber",),
+                description="Vendors of every configured legal entity (F&O `VendorsV2`, one snapshot per company), "
+                            "the source of ServiceNow suppliers and their legal-entity mappings."),
     ExtractSpec("PurchaseOrderHeadersV2", ("dataAreaId", "PurchaseOrderNumber"), per_company=True,
                 description="Purchase order headers of one legal entity (F&O `PurchaseOrderHeadersV2`)."),
     ExtractSpec("PurchaseOrderLinesV2", ("dataAreaId", "PurchaseOrderNumber", "LineNumber"), per_company=True,

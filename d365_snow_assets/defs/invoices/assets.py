@@ -13,12 +13,12 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from ...discovery.outbound import OutboundFields
 from ...invoices import InvoiceReferences, audit_rows, outcome_counts, parse_invoices, validate_invoices
 from ...invoices.adapters import D365Ledger, ServiceNowStatusWriter
 from ...invoices.model import HEADER_TABLE, LINE_TABLE
 from ...invoices.payloads import HEADER_ENTITY
 from ...invoices.posting import AuditRecord, post_invoices
-from ...mapping import MappingContext
 from ...sync.invoices import (
     JOUR,
     PAYMENT_MAPPING,
@@ -36,6 +36,7 @@ from ...sync.invoices import (
     scope_under_lock,
 )
 from ...sync.push import AuditContext, push_plan
+from ...sync.targets import mapping_context
 from ...warehouse import ExclusiveBusy, Warehouse, audit, state
 from ..d365_extract.assets import extract_key
 from ..partitions import LEGAL_ENTITY
@@ -63,6 +64,17 @@ def posting_lock_name(legal_entity: str) -> str:
     return f"invoice-posting-{legal_entity.lower()}"
 
 
+def _outbound(snow: ServiceNowResource, wh: Warehouse) -> OutboundFields:
+    """How this instance's outbound invoices are read; a field the flow cannot do without stops it at once."""
+    out = snow.outbound(wh)
+    blocking = [f.message for f in out.findings if f.severity == "blocking"]
+    if blocking:
+        raise dg.Failure(description="The outbound invoice tables of this ServiceNow instance do not fit the "
+                                     "connector: " + " ".join(blocking) + " Run `d365-snow fit` for the report.",
+                         allow_retries=False)
+    return out
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> dg.MetadataValue:
     frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(
         schema={c: pl.String for c in (columns or ["none"])})
@@ -81,7 +93,7 @@ def outbound_invoices(context: dg.AssetExecutionContext, snow: ServiceNowResourc
                       warehouse: WarehouseResource) -> dg.Output[InvoicePoll]:
     le = context.partition_key
     wh = warehouse.open()
-    poll = poll_invoices(snow.client(), wh, le)
+    poll = poll_invoices(snow.client(), wh, le, _outbound(snow, wh), warehouse.settings.erp_source)
     # ServiceNow's legal_entity column would clash with the snapshot's own legal_entity metadata column.
     headers = [{("sn_legal_entity" if k == "legal_entity" else k): v for k, v in r.items()} for r in poll.headers]
     wh.write_snapshot(HEADER_TABLE, le, [headers] if headers else [], ("sys_id",))
@@ -128,7 +140,9 @@ def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resour
           wh: Warehouse) -> dg.MaterializeResult:
     le = context.partition_key
     run_id, asset_key, attempt = context.run.run_id, context.asset_key.to_user_string(), context.retry_number + 1
-    scope = scope_under_lock(snow.client(), poll, wh.get_cursor(retry_cursor_name(le), []))
+    out = _outbound(snow, wh)
+    erp_source = snow.settings.erp_source
+    scope = scope_under_lock(snow.client(), out, erp_source, poll, wh.get_cursor(retry_cursor_name(le), []))
     poll, handled = scope.poll, scope.handled
     if handled:
         context.log.info(f"{le.upper()}: {len(handled)} polled invoices were written by another run meanwhile and "
@@ -158,7 +172,7 @@ def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resour
                          f"again in {RECHECK_AFTER_S:.0f} s")
         time.sleep(RECHECK_AFTER_S)
 
-    results = post_invoices(verdicts, D365Ledger(d365.client()), ServiceNowStatusWriter(snow.client()),
+    results = post_invoices(verdicts, D365Ledger(d365.client()), ServiceNowStatusWriter(snow.client(), out),
                             flush=flush, settle=settle)
     rows = [row for row, record in zip(audit_rows(results, run_id, asset_key, le, attempt=attempt),
                                        (r for res in results for r in res.audit), strict=True)
@@ -220,8 +234,9 @@ def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
     le = context.partition_key
     wh = warehouse.open()
     client = snow.client()
-    updates = posted_status_updates(client, wh.read_snapshot(JOUR, [le]), le)
-    rows, errors = apply_status_updates(client, updates, {
+    out = _outbound(snow, wh)
+    updates = posted_status_updates(client, out, warehouse.settings.erp_source, wh.read_snapshot(JOUR, [le]), le)
+    rows, errors = apply_status_updates(client, out, updates, {
         "run_id": context.run.run_id, "asset_key": context.asset_key.to_user_string(), "partition": le,
         "attempt": context.retry_number + 1})
     if rows:
@@ -246,15 +261,15 @@ def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     le = context.partition_key
     wh = warehouse.open()
-    plan = plan_payments(wh, MappingContext(erp_source=warehouse.settings.erp_source), le)
+    plan = plan_payments(wh, mapping_context(warehouse.settings), le, snow.schema(wh))
     ctx = AuditContext(context.run.run_id, context.asset_key.to_user_string(), le, context.retry_number + 1)
-    summary = push_plan(plan, PAYMENT_MAPPING, snow.client(), wh, ctx)
+    summary = push_plan(plan, snow.client(), wh, ctx)
     metadata: dict[str, Any] = {f"outcome_{k}": v for k, v in sorted(summary.outcomes.items())}
     metadata.update({"dagster/row_count": plan.diff.to_push.height, "unchanged": plan.diff.unchanged,
                      "errors": summary.errors.height})
     if plan.diff.to_push.height:
-        metadata["preview"] = preview_table(plan.diff.to_push, ["u_erp_invoice_number", "u_erp_supplier_code",
-                                                                "u_payment_amount", "u_payment_reference_id"])
+        metadata["preview"] = preview_table(plan.diff.to_push, ["ERP invoice number", "ERP supplier code",
+                                                                "Payment amount", "Payment reference ID"])
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -277,7 +292,9 @@ def invoice_reconciliation(context: dg.AssetExecutionContext, config: Reconcilia
                            snow: ServiceNowResource, warehouse: WarehouseResource
                            ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     le = context.partition_key
-    result = reconcile(snow.client(), d365.client(), warehouse.open(), le, config.period or None)
+    wh = warehouse.open()
+    result = reconcile(snow.client(), _outbound(snow, wh), warehouse.settings.erp_source, d365.client(), wh, le,
+                       config.period or None)
     mismatch_cols = ["number", "supplier", "invoice", "problem", "servicenow", "d365"]
     period_cols = ["period", "sn_processed", "sn_amount", "fno_pending", "fno_posted", "fno_amount", "sn_paid",
                    "fno_paid", "paid_amount", "mismatches"]

@@ -5,10 +5,9 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from ...mapping import MappingContext
-from ...sync.plan import SyncPlan, build_plan, reference_data
+from ...sync.plan import LINE_ACCOUNT_COLUMNS, SyncPlan, build_plan, reference_data
 from ...sync.push import AuditContext, push_plan
-from ...sync.targets import TARGETS, SyncTarget, load_mappings
+from ...sync.targets import TARGETS, SyncTarget, mapping_context
 from ...validation.reference_data import check_account_references
 from ..d365_extract.assets import extract_key
 from ..failures import fail_fast_on_configuration
@@ -18,6 +17,7 @@ from .metadata import preview_table
 
 PUSH_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 ACCOUNTS_CHECK = "lines_reference_active_accounts"
+FIT_CHECK = "fits_servicenow"
 
 
 def plan_key(target: SyncTarget) -> dg.AssetKey:
@@ -40,7 +40,12 @@ def _upstream(target: SyncTarget) -> list[dg.AssetKey]:
 def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
     mapping = target.mapping()
     key = plan_key(target)
-    checks = [
+    checks = [dg.AssetCheckSpec(
+        FIT_CHECK, asset=key, blocking=True,
+        description=f"The mapping fits this ServiceNow instance's `{mapping.staging_table}`: every key field resolves "
+                    "to one column, a transform map reads the table and coalesces on the connector's key. Fails "
+                    "(and nothing is pushed) on a blocking finding of `d365-snow fit`; warns on the others.")]
+    checks += [
         dg.AssetCheckSpec(ACCOUNTS_CHECK, asset=key, blocking=True,
                           description="Every line references an existing, active GL account and cost center. Lines "
                                       "that do not are held back (audited as rejected) and listed here: a warning, "
@@ -58,13 +63,14 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         metadata={"staging_table": mapping.staging_table, "target_table": mapping.target_table,
                   "coalesce": list(mapping.coalesce)},
     )
-    def _plan(context: dg.AssetExecutionContext,
+    def _plan(context: dg.AssetExecutionContext, snow: ServiceNowResource,
               warehouse: WarehouseResource) -> Iterator[dg.Output[SyncPlan] | dg.AssetCheckResult]:
         settings = warehouse.settings
         legal_entity = context.partition_key if target.per_company else None
-        plan = build_plan(target, warehouse.open(), MappingContext(erp_source=settings.erp_source),
-                          legal_entity=legal_entity, configured_legal_entities=settings.legal_entities,
-                          mapping=target.mapping(load_mappings()))
+        wh = warehouse.open()
+        plan = build_plan(target, wh, mapping_context(settings), legal_entity=legal_entity,
+                          configured_legal_entities=settings.legal_entities,
+                          mapping=target.mapping(snow.mappings(wh)), schema=snow.schema(wh))
         counts = plan.counts
         context.log.info(f"{mapping.target_table} ({legal_entity or 'shared'}): {counts}")
         metadata: dict[str, object] = {f"rows_{k}": v for k, v in counts.items()}
@@ -74,15 +80,29 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         if plan.held_back.height:
             metadata["preview_held_back"] = preview_table(plan.held_back, ["_business_key", "_reason"])
         yield dg.Output(plan, metadata=metadata)
+        yield fit_check(plan)
         if target.validate_accounts:
             yield _account_check(plan, warehouse)
 
     return _plan
 
 
+def fit_check(plan: SyncPlan) -> dg.AssetCheckResult:
+    findings = [f for f in plan.findings if f.severity != "info"]
+    metadata: dict[str, object] = {"blocking": len(plan.blocked), "warnings": len(findings) - len(plan.blocked),
+                                   "key_mode": plan.bound.mode if plan.bound else ""}
+    if findings:
+        metadata["findings"] = preview_table(pl.DataFrame([f.as_dict() for f in findings]),
+                                             ["severity", "label", "message"])
+    severity = dg.AssetCheckSeverity.ERROR if plan.blocked else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(check_name=FIT_CHECK, passed=not findings, severity=severity, metadata=metadata,
+                               description=(plan.blocked or findings)[0].message if findings else None)
+
+
 def _account_check(plan: SyncPlan, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     # Re-checked independently of build_plan's split: the blocking gate must not trust the code it guards.
-    rechecked = check_account_references(plan.diff.to_push, reference_data(warehouse.open()))
+    rechecked = check_account_references(plan.diff.to_push, reference_data(warehouse.open()), blank_ok=True,
+                                         **LINE_ACCOUNT_COLUMNS)
     violations = rechecked.filter(pl.col("_reason") != "")
     held = plan.held_back
     metadata: dict[str, object] = {"legal_entity": plan.legal_entity or "all",
@@ -116,7 +136,6 @@ def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
     @fail_fast_on_configuration
     def _push(context: dg.AssetExecutionContext, plan: SyncPlan, snow: ServiceNowResource,
               warehouse: WarehouseResource) -> dg.MaterializeResult:
-        mapping = target.mapping(load_mappings())
         total = plan.diff.to_push.height + plan.diff.deletions.height
 
         def progress(done: int, of: int) -> None:
@@ -125,7 +144,7 @@ def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
         audit_ctx = AuditContext(context.run.run_id, context.asset_key.to_user_string(),
                                  context.partition_key if target.per_company else None,
                                  attempt=context.retry_number + 1)
-        summary = push_plan(plan, mapping, snow.client(), warehouse.open(), audit_ctx, progress=progress)
+        summary = push_plan(plan, snow.client(), warehouse.open(), audit_ctx, progress=progress)
         context.log.info(f"{mapping.target_table}: {summary.outcomes or 'nothing to push'} of {total} rows")
         metadata: dict[str, object] = {f"outcome_{k}": v for k, v in sorted(summary.outcomes.items())}
         metadata.update({"dagster/row_count": total, "rejected": plan.held_back.height,
