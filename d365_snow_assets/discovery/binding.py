@@ -127,6 +127,13 @@ def bind(mapping: TargetMapping, schema: InstanceSchema, overrides: Mapping[str,
             wire = resolved.column.label if mode == "label" else resolved.column.element
         fields[label] = FieldBinding(label, resolved, wire)
         findings.extend(_field_findings(mapping, staging, resolved, dict(mapping.columns)[label]))
+    deactivating = [label for label, _ in mapping.on_delete or () if not fields[label].resolved.ok]
+    if deactivating:
+        findings.append(Finding(staging, "warning", "no_deactivation",
+                                f"{staging} has no usable {', '.join(map(repr, deactivating))} field, so records gone "
+                                "from Dynamics 365 cannot be deactivated in ServiceNow on this instance; they are "
+                                "reported as orphans instead.", deactivating[0]))
+        mapping = replace(mapping, on_delete=None)
     if mode == "label":
         findings.extend(_label_clashes(mapping, table, fields))
     findings.extend(_mandatory_unfilled(mapping, schema, table, fields))
@@ -135,7 +142,8 @@ def bind(mapping: TargetMapping, schema: InstanceSchema, overrides: Mapping[str,
 
 def _field_findings(mapping: TargetMapping, staging: str, resolved: Resolved, source: Source) -> list[Finding]:
     label = resolved.label
-    key_part = label in mapping.protected
+    # A deactivation field that cannot be sent only disables deactivation (see bind); key and scope fields block.
+    key_part = label in mapping.protected - {name for name, _ in mapping.on_delete or ()}
     if resolved.status == "bad_override":
         return [Finding(staging, "blocking", "bad_override", f"[mapping.{staging}.elements] names a column for "
                         f"{label!r} that {staging} does not have.", label)]

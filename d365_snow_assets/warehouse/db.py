@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +172,12 @@ class Warehouse:
         *,
         erp_source: str,
         legal_entities: Sequence[str] | None,
+        today: date | None = None,
     ) -> diff_module.DiffResult:
         """Inserts, changes and deactivations of ``mapping``'s target against pushed state."""
         with self.reader() as con:
-            return diff_module.diff(con, mapping, staging, erp_source=erp_source, legal_entities=legal_entities)
+            return diff_module.diff(con, mapping, staging, erp_source=erp_source, legal_entities=legal_entities,
+                                    today=today)
 
     def record_push_results(self, target: str, results: pl.DataFrame) -> int:
         """Advance pushed state for rows ServiceNow accepted (inserted/updated/ignored)."""
