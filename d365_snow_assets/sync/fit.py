@@ -25,7 +25,8 @@ from ..discovery.outbound import resolve_outbound
 from ..discovery.reader import denied_warning
 from ..invoices.payloads import HEADER_ENTITY, HEADER_PROPERTIES, LINE_ENTITY, LINE_PROPERTIES
 from ..mapping import MappingContext, source_columns
-from ..mapping.spec import TargetMapping
+from ..mapping.derived import DEFAULT_PAYMENT_METHODS
+from ..mapping.spec import Const, Derived, Source, TargetMapping
 from ..settings import ConnectorSettings
 from ..warehouse import Warehouse
 from ..warehouse.diff import business_key_expr
@@ -118,13 +119,39 @@ def fit_servicenow(schema: InstanceSchema, mappings: Mapping[str, TargetMapping]
             except MissingSnapshotError:
                 rows = None
         report.tables.append(TableFit(staging, mapping.target_table, bound.mode, _field_rows(bound),
-                                      [*bound.findings, *coalesce_findings(bound, schema, rows, keys)]))
+                                      [*bound.findings, *coalesce_findings(bound, schema, rows, keys),
+                                       *_choice_findings(bound, schema, ctx)]))
     report.outbound = resolve_outbound(schema, mappings).findings
     for table, state in schema.access.items():
         if state.startswith("denied") and table not in _SYSTEM_TABLES:
             report.outbound.append(Finding(table, "blocking", "no_read_access",
                                            denied_warning(table, "the connector cannot work with it")))
     return report
+
+
+def _possible_values(source: Source, ctx: MappingContext) -> set[str] | None:
+    """Every value a source can produce, where that is a closed set (a constant, the payment-method rule)."""
+    if isinstance(source, Const):
+        return {source.value}
+    if isinstance(source, Derived) and source.rule == "payment_method":
+        return {*DEFAULT_PAYMENT_METHODS.values(), *ctx.payment_methods.values(), ctx.default_payment_method}
+    return None
+
+
+def _choice_findings(bound: BoundTarget, schema: InstanceSchema, ctx: MappingContext) -> list[Finding]:
+    """Values the connector sends into a choice field that the instance does not list."""
+    out = []
+    sources = dict(bound.mapping.columns)
+    for binding in bound.fields.values():
+        element = binding.element
+        choices = schema.choices_of(bound.staging_table, element) if element else []
+        values = _possible_values(sources[binding.label], ctx) if choices else None
+        unknown = sorted(values - {c.value for c in choices}) if values else []
+        if unknown:
+            out.append(Finding(bound.staging_table, "warning", "unknown_choice",
+                               f"{binding.label!r} ({element}) lists no choice {', '.join(map(repr, unknown))}, which "
+                               "the connector may send; ask an admin to add it to the field's choices.", binding.label))
+    return out
 
 
 def fit_before_sync(snow: ServiceNowClient, warehouse: Warehouse, settings: ConnectorSettings) -> FitReport:

@@ -81,6 +81,7 @@ class Warehouse:
                 if fresh or not self._schema_ready:
                     for ddl in SCHEMA:
                         con.execute(ddl).fetchall()
+                    state.migrate(con)
                     _SCHEMA_READY.add(self._key)
                 con.execute("BEGIN TRANSACTION").fetchall()
                 try:

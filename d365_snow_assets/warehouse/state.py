@@ -35,6 +35,24 @@ DEACTIVATED = "_deactivated"
 META_COLUMNS: tuple[str, ...] = (BUSINESS_KEY, ROW_HASH, ERP_SOURCE, LEGAL_ENTITY, DEACTIVATED)
 
 
+# 2: business keys and payloads by ServiceNow's documented labels. A warehouse written before (keys of guessed column
+# names, which no stock instance took) has its pushed state moved to pushed_state_v1: kept, never read again, so the
+# first sync sends every record once more and the instance's coalesce finds or creates it.
+PUSHED_STATE_FORMAT = 2
+_FORMAT_CURSOR = "warehouse:pushed_state_format"
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring pushed state to :data:`PUSHED_STATE_FORMAT` (idempotent; runs with the schema DDL)."""
+    if get_cursor(con, _FORMAT_CURSOR) == PUSHED_STATE_FORMAT:
+        return
+    if first(con.execute("SELECT 1 FROM pushed_state LIMIT 1").fetchall()):
+        con.execute("CREATE TABLE IF NOT EXISTS pushed_state_v1 AS SELECT * FROM pushed_state LIMIT 0").fetchall()
+        con.execute("INSERT INTO pushed_state_v1 SELECT * FROM pushed_state").fetchall()
+        con.execute("DELETE FROM pushed_state").fetchall()
+    set_cursor(con, _FORMAT_CURSOR, PUSHED_STATE_FORMAT)
+
+
 def record_push_results(
     con: duckdb.DuckDBPyConnection,
     target: str,

@@ -142,3 +142,25 @@ def test_a_deactivation_resends_the_last_accepted_payload_with_the_deactivating_
     gone = wh.diff(COST_CENTER, row.clear(), erp_source="D365FO", legal_entities=None, today=date(2026, 12, 5))
     assert gone.deletions.select("Code", "Account number", "Name", "Valid to").rows() == [
         ("CC-1", "CC-1", "Ops", "2026-12-05")]
+
+
+def test_pushed_state_of_the_guessed_schema_is_set_aside_once(tmp_path):
+    """A warehouse from before the documented labels keeps its old pushed state in pushed_state_v1 instead of
+    reading it as records gone from F&O (which would deactivate everything)."""
+    import duckdb
+
+    from d365_snow_assets.warehouse import db, state
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    for ddl in db.SCHEMA:
+        con.execute(ddl)
+    con.execute("INSERT INTO pushed_state VALUES ('sn_shop_purchase_order', 'D365FO|USMF|V1', 'D365FO', 'USMF', "
+                "'h', 's1', 'inserted', false, now())")
+    con.close()
+    wh = Warehouse(path)
+    gone = wh.diff(ORDER, suppliers([]), erp_source="D365FO", legal_entities=None)
+    assert gone.deletions.height == 0
+    with wh.reader() as con:
+        assert con.execute("SELECT business_key FROM pushed_state_v1").fetchall() == [("D365FO|USMF|V1",)]
+        assert state.get_cursor(con, "warehouse:pushed_state_format") == state.PUSHED_STATE_FORMAT
