@@ -161,7 +161,9 @@ class Discovery:
         body = {"records": [self.keys(staging, r) for r in records]}
         r = self.client.post(f"/api/now/import/{staging}/insertMultiple", json=body)
         assert r.status_code == 201, r.text
-        set_id = r.json()["import_set_id"]
+        return self.wait(r.json()["import_set_id"])
+
+    def wait(self, set_id: str) -> str:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             state = self.client.get(f"/api/now/table/sys_import_set/{set_id}").json()["result"]["state"]
