@@ -160,11 +160,12 @@ def load_catalog(d365: Any, legal_entities: list[str], wanted: int) -> Catalog:
         cat.vendors[(str(v["dataAreaId"]).lower(), str(v["VendorAccountNumber"]))] = v
         parties.setdefault(str(v["VendorAccountNumber"]), set()).add(str(v["VendorPartyNumber"]))
     cat.conflicting = {account for account, p in parties.items() if len(p) > 1}
-    po_limit = max(200, wanted * 12)
-    # A clerk cannot approve an invoice against a canceled order, and the connector rejects one: only open orders.
+    po_limit = max(200, wanted * 12) // max(1, len(les))
+    # A clerk cannot approve an invoice against a canceled order, and the connector rejects one: only open orders,
+    # the first ones of every company.
     head_sql = ("SELECT dataAreaId, PurchaseOrderNumber FROM PurchaseOrderHeadersV2 "
                 "WHERE lower(dataAreaId) IN (SELECT unnest(?)) AND PurchaseOrderStatus <> 'Canceled' "
-                "ORDER BY dataAreaId, PurchaseOrderNumber LIMIT ?")
+                "QUALIFY row_number() OVER (PARTITION BY dataAreaId ORDER BY PurchaseOrderNumber) <= ?")
     cat.pos = d365.read(
         "SELECT h.dataAreaId, h.PurchaseOrderNumber, h.OrderVendorAccountNumber, h.InvoiceVendorAccountNumber, "
         "h.CurrencyCode, h.PaymentTermsName FROM PurchaseOrderHeadersV2 h "

@@ -342,7 +342,7 @@ _TARGETS: list[TableSpec] = [
 ]
 
 # -- platform tables: import sets, dictionary, transform maps (column names ³ or inferred, reference §11) ---------
-_YES = "boolean"
+_BOOL = "boolean"
 _PLATFORM: list[TableSpec] = [
     TableSpec(SCOPE, "Application", (Col("Name", element="name"), Col("Scope", element="scope")), display="Name"),
     TableSpec(DB_OBJECT, "Table", (
@@ -356,8 +356,8 @@ _PLATFORM: list[TableSpec] = [
         Col("Column label", element="column_label"),
         Col("Type", "reference", ref=GLIDE_OBJECT, element="internal_type", ref_key="name"),
         Col("Reference", "reference", ref=DB_OBJECT, element="reference", ref_key="name"),
-        Col("Mandatory", _YES, element="mandatory"), Col("Max length", "integer", element="max_length"),
-        Col("Active", _YES, element="active"), Col("Display", _YES, element="display"),
+        Col("Mandatory", _BOOL, element="mandatory"), Col("Max length", "integer", element="max_length"),
+        Col("Active", _BOOL, element="active"), Col("Display", _BOOL, element="display"),
         Col("Application", "reference", ref=SCOPE, element="sys_scope")), display="Column name"),
     TableSpec(DOCUMENTATION, "Field Label", (
         Col("Table", "table_name", element="name"), Col("Element", element="element"),
@@ -365,37 +365,38 @@ _PLATFORM: list[TableSpec] = [
     TableSpec(CHOICE, "Choice", (
         Col("Table", "table_name", element="name"), Col("Element", element="element"),
         Col("Value", element="value"), Col("Label", element="label"), Col("Sequence", "integer", element="sequence"),
-        Col("Inactive", _YES, element="inactive"), Col("Language", element="language")), display="Label"),
+        Col("Inactive", _BOOL, element="inactive"), Col("Language", element="language")), display="Label"),
     # The labels are documented (c_ImportSetAPI.md); the column names are not (inference, derived).
     TableSpec(REST_INSERT_MULTIPLE, "Rest Insert Multiple", (
         Col("Source table", "table_name"), Col("Column mapping", "choice"), Col("Transformation", "choice"),
-        Col("Use data source format", _YES)), display="Source table"),
+        Col("Use data source format", _BOOL)), display="Source table"),
     TableSpec(TRANSFORM_MAP, "Table Transform Map", (  # names inferred from the Fluent SDK properties
         Col("Name", element="name"), Col("Source table", "table_name", element="source_table"),
-        Col("Target table", "table_name", element="target_table"), Col("Active", _YES, element="active"),
-        Col("Order", "integer", element="order"), Col("Run business rules", _YES, element="run_business_rules"),
-        Col("Enforce mandatory fields", _YES, element="enforce_mandatory_fields"),
-        Col("Copy empty fields", _YES, element="copy_empty_fields"),
+        Col("Target table", "table_name", element="target_table"), Col("Active", _BOOL, element="active"),
+        Col("Order", "integer", element="order"), Col("Run business rules", _BOOL, element="run_business_rules"),
+        Col("Enforce mandatory fields", _BOOL, element="enforce_mandatory_fields"),
+        Col("Copy empty fields", _BOOL, element="copy_empty_fields"),
         Col("Application", "reference", ref=SCOPE, element="sys_scope")), display="Name"),
     TableSpec(TRANSFORM_ENTRY, "Field Map", (  # ³ (a ServiceNow-SDK record export)
         Col("Map", "reference", ref=TRANSFORM_MAP, element="map"),
         Col("Source table", "table_name", element="source_table"), Col("Source field", element="source_field"),
         Col("Target table", "table_name", element="target_table"), Col("Target field", element="target_field"),
-        Col("Coalesce", _YES, element="coalesce"), Col("Coalesce empty fields", _YES, element="coalesce_empty_fields"),
-        Col("Coalesce case sensitive", _YES, element="coalesce_case_sensitive"),
+        Col("Coalesce", _BOOL, element="coalesce"),
+        Col("Coalesce empty fields", _BOOL, element="coalesce_empty_fields"),
+        Col("Coalesce case sensitive", _BOOL, element="coalesce_case_sensitive"),
         Col("Referenced value field name", element="reference_value_field"),
         Col("Choice action", "choice", element="choice_action"),
-        Col("Use source script", _YES, element="use_source_script"),
+        Col("Use source script", _BOOL, element="use_source_script"),
         Col("Source script", "script", element="source_script", max_length=8000),
         Col("Application", "reference", ref=SCOPE, element="sys_scope")), display="Target field"),
     TableSpec(TRANSFORM_SCRIPT, "Transform Script", (  # `when`/`order` inferred (reference §11)
         Col("Map", "reference", ref=TRANSFORM_MAP, element="map"), Col("When", element="when"),
-        Col("Order", "integer", element="order"), Col("Active", _YES, element="active"),
+        Col("Order", "integer", element="order"), Col("Active", _BOOL, element="active"),
         Col("Script", "script", element="script", max_length=8000)), display="When"),
     TableSpec(PROPERTIES, "System Property", (Col("Name", element="name"), Col("Value", element="value"),
                                               Col("Description", element="description")), display="Name"),
     TableSpec(USER, "User", (Col("User ID", element="user_name"), Col("Name", element="name"),
-                             Col("Email", "email", element="email"), Col("Active", _YES, element="active"),
+                             Col("Email", "email", element="email"), Col("Active", _BOOL, element="active"),
                              Col("Time zone", element="time_zone")), display="Name"),
     TableSpec(IMPORT_SET, "Import Set", (
         Col("Set", element="number"), Col("Table name", "table_name", element="table_name"),
