@@ -172,3 +172,63 @@ def test_choice_display_values_and_dot_walks(invoices, client):
                       sysparm_fields="legal_entity.erp_company_code")
     codes = [r["legal_entity.erp_company_code"] for r in sorted_rows]
     assert codes == sorted(codes) and len(codes) == 20
+
+
+# The reads reference/servicenow-s2p-schema.md §11 tells a connector to make, verbatim.
+_T = ("sn_fcms_intg_imp_supplier,sn_fcms_intg_supplier_legal_entity_inbound,sn_fcms_intg_supplier_location_inbound,"
+      "sn_fcms_intg_supplier_payment_inbound_stage,sn_fcms_intg_supplier_contact_inbound,"
+      "sn_fcms_intg_legal_entity_stage,sn_fcms_intg_imp_order,sn_fcms_intg_imp_order_line,"
+      "sn_fcms_intg_gl_account_stage,sn_fcms_intg_imp_cost_center,sn_fcms_intg_payment_term_stage,"
+      "sn_spend_intg_imp_invoice_payment_detail,sn_spend_intg_outbound_invoice,sn_spend_intg_outbound_invoice_line,"
+      "sn_spend_intg_outbound_invoice_tax_line,sn_fin_supplier,sn_fin_supplier_detail,sn_fin_legal_entity,"
+      "sn_fin_erp_source,sn_shop_purchase_order,sn_shop_order,sn_shop_purchase_order_line,sn_shop_line,"
+      "sn_fin_gl_account,cmn_cost_center,sn_shop_payment_term,sn_shop_invoice,sn_fin_base_invoice,"
+      "sn_shop_invoice_payment_detail,sys_import_set_row")
+_READS = {
+    "tables": "sys_db_object?sysparm_query=nameIN$T&sysparm_fields=name,label,super_class.name,sys_scope.scope"
+              "&sysparm_limit=100",
+    "columns": "sys_dictionary?sysparm_query=nameIN$T%5EelementISNOTEMPTY%5Einternal_type!%3Dcollection"
+               "%5EORDERBYname%5EORDERBYelement&sysparm_fields=name,element,column_label,internal_type,reference,"
+               "mandatory,max_length,active,sys_scope.scope&sysparm_display_value=all&sysparm_limit=3000",
+    "labels": "sys_documentation?sysparm_query=nameIN$T%5Elanguage%3Den&sysparm_fields=name,element,label"
+              "&sysparm_limit=3000",
+    "insert_multiple": "sys_rest_insert_multiple?sysparm_display_value=all&sysparm_limit=500",
+    "insert_multiple_columns": "sys_dictionary?sysparm_query=name%3Dsys_rest_insert_multiple%5EelementISNOTEMPTY"
+                               "&sysparm_fields=element,column_label,internal_type,reference",
+    "maps": "sys_transform_map?sysparm_query=source_tableIN$T&sysparm_fields=sys_id,name,source_table,target_table,"
+            "active,order,run_business_rules,enforce_mandatory_fields,sys_scope.scope",
+    "entries": "sys_transform_entry?sysparm_query=map.source_tableIN$T%5EORDERBYmap&sysparm_fields=map.name,"
+               "source_table,source_field,target_table,target_field,coalesce,coalesce_case_sensitive,"
+               "coalesce_empty_fields,use_source_script,reference_value_field,choice_action&sysparm_limit=3000",
+    "scripts": "sys_transform_script?sysparm_query=map.source_tableIN$T&sysparm_fields=map.name,when,order,active",
+    "choices": "sys_choice?sysparm_query=nameINsn_spend_intg_outbound_invoice,sn_spend_intg_outbound_invoice_line,"
+               "sn_spend_intg_outbound_invoice_tax_line,sn_spend_intg_outbound_invoice_cost_allocation,"
+               "sn_spend_intg_outbound_purchase_order,sn_shop_invoice,sn_fin_base_invoice,"
+               "sn_shop_invoice_payment_detail,sn_spend_intg_imp_invoice_payment_detail,sys_import_set_row"
+               "%5Einactive%3Dfalse%5EORDERBYname%5EORDERBYelement%5EORDERBYsequence"
+               "&sysparm_fields=name,element,value,label,sequence,language&sysparm_limit=3000",
+    "properties": "sys_properties?sysparm_query=nameSTARTSWITHsn_fcms_intg.status_for&sysparm_fields=name,value",
+}
+
+
+def test_the_documented_discovery_reads_answer(client):
+    got = {}
+    for name, path in _READS.items():
+        r = client.get("/api/now/table/" + path.replace("$T", _T))
+        assert r.status_code == 200, (name, r.text)
+        got[name] = r.json()["result"]
+    absent = {"sn_fcms_intg_supplier_location_inbound", "sn_fcms_intg_supplier_payment_inbound_stage",
+              "sn_fcms_intg_supplier_contact_inbound", "sn_spend_intg_outbound_invoice_tax_line", "sn_shop_order",
+              "sn_shop_line"}  # documented tables the connector does not use: the sandbox leaves them out
+    assert {t["name"] for t in got["tables"]} == set(_T.split(",")) - absent
+    assert len(got["columns"]) == len(got["labels"]) > 400
+    assert {c["internal_type"]["value"] for c in got["columns"]} >= {"string", "reference", "choice", "boolean"}
+    assert got["insert_multiple"] == []
+    assert {c["column_label"] for c in got["insert_multiple_columns"] if not c["element"].startswith("sys_")} == {
+        "Source table", "Column mapping", "Transformation", "Use data source format"}
+    assert len(got["maps"]) == 9 and got["scripts"] == []
+    assert {e["map.name"] for e in got["entries"]} == {m["name"] for m in got["maps"]}
+    assert {(c["name"], c["element"]) for c in got["choices"]} >= {
+        ("sn_spend_intg_outbound_invoice", "integration_status"), ("sn_fin_base_invoice", "state"),
+        ("sn_shop_invoice_payment_detail", "payment_method"), ("sys_import_set_row", "sys_import_state")}
+    assert got["properties"] == [{"name": "sn_fcms_intg.status_for_invoice_creation", "value": "approved"}]
