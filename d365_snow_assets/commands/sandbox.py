@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -29,6 +29,9 @@ def serve(
     purchase_orders: Annotated[int, typer.Option(help="Purchase orders across all legal entities.")] = 10_000,
     po_lines: Annotated[int, typer.Option(help="Purchase order lines across all legal entities.")] = 50_000,
     approved_invoices: Annotated[int, typer.Option(help="Approved ServiceNow invoices waiting for F&O.")] = 60,
+    snow_instance: Annotated[Literal["documented", "variant"], typer.Option(
+        help="ServiceNow schema: as documented, or a customised variant (other elements, status values, "
+             "insertMultiple modes and one coalesce).")] = "documented",
 ) -> None:
     """Serve the sandbox on loopback HTTPS and print the settings that point the connector at it."""
     from ..sandbox.server import SandboxServer
@@ -39,7 +42,8 @@ def serve(
     data = SandboxDataSize(seed=seed, vendors=vendors, purchase_orders=purchase_orders, po_lines=po_lines,
                            approved_invoices=approved_invoices)
     with console.status("Generating sandbox data and starting the servers…"):
-        server = SandboxServer(SandboxConfig(data=data), state_dir=state_dir.resolve(), host=host,
+        server = SandboxServer(SandboxConfig(data=data, snow_instance=snow_instance), state_dir=state_dir.resolve(),
+                               host=host,
                                ports={"entra": entra_port, "d365": d365_port, "snow": snow_port}).start()
     console.print(f"[green]Sandbox running[/]: Entra {server.entra_url}  F&O {server.d365_url}/data  "
                   f"ServiceNow {server.snow_url}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -52,3 +54,6 @@ class SandboxConfig(BaseModel):
     snow_insert_multiple_async: bool = True
     snow_acl_hidden_share: float = 0.0
     snow_rate_limit_per_hour: int | None = None
+    # Which ServiceNow instance to imitate: the documented S2P schema, or a customised "variant" whose element
+    # names, status values and one transform map's coalesce differ (servicenow/schema.py VARIANT).
+    snow_instance: Literal["documented", "variant"] = "documented"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sandbox.snow_world import push_in_process
 
 from d365_snow_assets.clients.encoded_query import EncodedQuery
 from d365_snow_assets.clients.errors import AuthError, TransientError
@@ -15,14 +18,26 @@ from .conftest import settings_for
 
 OUT = "sn_spend_intg_outbound_invoice"
 SUPPLIER = "sn_fcms_intg_imp_supplier"
+NEW, PROCESSED = "10", "30"  # the documented instance's Integration status values
+
+
+def supplier(code: str, name: str) -> dict[str, str]:
+    """A supplier staging record by label: insertMultiple's documented default keys."""
+    return {"ERP source": "D365FO", "ERP company code": code, "Legal name": name}
 
 
 @pytest.fixture
-def snow(server, fake_sleep):
-    server.world.snow.reset()
+def snow(server, fake_sleep, monkeypatch):
+    """A client on a freshly seeded instance whose master data was pushed an hour ago, so its 20 approved
+    invoices exist (and are older than anything a test writes)."""
+    world = server.world.snow
+    world.reset()
+    monkeypatch.setattr(world, "clock", lambda: time.time() - 3600)
+    push_in_process(server.world)
+    monkeypatch.setattr(world, "clock", time.time)
     with ServiceNowClient(settings_for(server), sleep=fake_sleep) as c:
         yield c
-    server.world.snow.reset()
+    world.reset()
 
 
 def test_oauth_token_and_refresh_on_401(server, snow):
@@ -106,12 +121,12 @@ def test_page_cut_off_without_servicenow_error_is_read_again(server, snow):
 def test_keyset_reads_a_changing_table_without_missing_or_repeating(server, snow):
     """Records are processed, edited and created between pages (ties on sys_updated_on included)."""
     world = server.world.snow
-    base = EncodedQuery().eq("integration_status", "new")
+    base = EncodedQuery().eq("integration_status", NEW)
     seen: list[str] = []
     for n, page in enumerate(snow.iter_keyset(OUT, base, fields=["sys_id", "integration_status"], page_size=3)):
         seen += [r["sys_id"] for r in page.rows]
         if n < 4:
-            snow.patch(OUT, page.rows[0]["sys_id"], {"integration_status": "processed"})
+            snow.patch(OUT, page.rows[0]["sys_id"], {"integration_status": PROCESSED})
             unread = [x for x in world.dump(OUT, str(base)) if x["sys_id"] not in seen]
             if unread:
                 snow.patch(OUT, unread[0]["sys_id"], {"processing_message": "edited"})
@@ -134,35 +149,35 @@ def test_keyset_survives_acl_hidden_rows_and_resumes_from_cursor(server, snow):
 
 
 def test_insert_multiple_async_and_sync(server, snow):
-    rows = [{"erp_source": "D365FO", "legal_entity": "USMF", "supplier_code": f"S{i:04d}", "name": f"Näme ^{i}"}
-            for i in range(430)]
-    rows.insert(17, {"erp_source": "D365FO", "legal_entity": "USMF", "name": "no key"})
+    rows = [supplier(f"S{i:04d}", f"Näme ^{i}") for i in range(430)]
+    rows.insert(17, {"ERP source": "D365FO", "Legal name": "no key"})
     progress: list[tuple[int, int]] = []
     results = snow.insert_multiple(SUPPLIER, rows, progress=lambda d, t: progress.append((d, t)))
     assert len(results) == 431 and results[17].status == "skipped"
     assert all(r.status == "inserted" and r.target_sys_id for i, r in enumerate(results) if i != 17)
     assert progress[-1] == (431, 431)
-    target = {r["supplier_code"]: r["sys_id"] for r in server.world.snow.dump("sn_fin_supplier")}
+    target = {r["erp_company_code"]: r["sys_id"] for r in server.world.snow.dump("sn_fin_supplier")}
     assert results[0].target_sys_id == target["S0000"] and results[430].target_sys_id == target["S0429"]
     server.world.snow.set_switches(insert_multiple_async=False)
     again = snow.insert_multiple(SUPPLIER, rows[:5])
     assert [r.status for r in again] == ["ignored"] * 5
-    one = snow.import_one(SUPPLIER, {**rows[0], "name": "changed"})
+    # The single-row API takes column names (its documented sample does).
+    one = snow.import_one(SUPPLIER, {"erp_source": "D365FO", "erp_company_code": "S0000", "legal_name": "changed"})
     assert one.status == "updated" and one.target_sys_id == target["S0000"]
 
 
 def test_parallel_insert_multiple_keeps_every_result_on_its_row_through_faults(server, snow):
     # Batches in flight together finish in any order, and 5xx/resets make some go twice: each result must still
     # be the answer for its own row, in input order, and every row must reach the target exactly once.
-    rows = [{"erp_source": "D365FO", "legal_entity": "USMF", "supplier_code": f"P{i:04d}", "name": f"Par {i}"}
-            for i in range(2_150)]
+    rows = [supplier(f"P{i:04d}", f"Par {i}") for i in range(2_150)]
     server.set_faults("snow", FaultProfile(share_5xx=0.15, share_reset=0.1, seed=11))
     progress: list[tuple[int, int]] = []
     results = snow.insert_multiple(SUPPLIER, rows, batch_size=100, max_in_flight=6, parallel=3,
                                    progress=lambda d, t: progress.append((d, t)))
     server.clear_faults()
-    target = {r["supplier_code"]: r["sys_id"] for r in server.world.snow.dump("sn_fin_supplier")}
-    assert [r.target_sys_id for r in results] == [target[row["supplier_code"]] for row in rows]
+    target = {r["erp_company_code"]: r["sys_id"] for r in server.world.snow.dump("sn_fin_supplier")
+              if r["erp_company_code"].startswith("P")}
+    assert [r.target_sys_id for r in results] == [target[row["ERP company code"]] for row in rows]
     assert {r.status for r in results} <= {"inserted", "updated", "ignored"} and len(target) == len(rows)
     assert progress[-1] == (2_150, 2_150) and [d for d, _ in progress] == sorted(d for d, _ in progress)
     assert snow.transport.stats.server_errors + snow.transport.stats.transport_errors > 0
@@ -176,7 +191,7 @@ _values = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), 
 @given(value=_values)
 def test_encoded_query_escaping_round_trips_through_the_sandbox(server, fake_sleep, value):
     world = server.world.snow
-    target = world.dump(OUT)[0]["sys_id"]
+    target = (world.dump(OUT) or [world.insert(OUT, {"supplier_invoice_number": "ESCAPING"})])[0]["sys_id"]
     world.update(OUT, target, {"processing_message": value})
     with ServiceNowClient(settings_for(server), sleep=fake_sleep) as c:
         rows, _ = c.get_page(OUT, EncodedQuery().eq("processing_message", value), fields=["sys_id"], limit=50)

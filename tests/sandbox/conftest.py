@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -10,6 +11,8 @@ import pytest
 
 from d365_snow_assets.sandbox.config import SandboxConfig, SandboxDataSize
 from d365_snow_assets.sandbox.server import SandboxServer
+
+from .snow_world import push_in_process
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +69,15 @@ def client(server: SandboxServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.snow_url, verify=_ca(server), auth=(creds.snow_username, creds.snow_password),
                       timeout=30) as snow:
         yield snow
+
+
+@pytest.fixture
+def invoices(server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
+    """The sandbox after F&O's master data was pushed by label an hour ago: every planned invoice has appeared
+    (stamped then, so whatever a test writes now is newer, as in any real run)."""
+    snow = server.world.snow
+    monkeypatch.setattr(snow, "clock", lambda: time.time() - 3600)
+    push_in_process(server.world)
+    monkeypatch.setattr(snow, "clock", time.time)
+    assert snow.invoices_waiting() == 0
+    return server

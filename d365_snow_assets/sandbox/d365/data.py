@@ -16,9 +16,10 @@ from ..config import SandboxDataSize
 from .schema import ENTITY_SETS, NULL_DATE, NULL_DATETIME, EntitySet
 
 RECID_BASE = 5637144576  # real F&O RecIds start here (the observed ControlNumber has the same shape)
+SHARED_PARTY_BASE = 800_000_000  # party keys of vendor parties that hold an account in several companies
 CHART_OF_ACCOUNTS = "General Chart"  # [OBS R2 real MainAccounts row]
 
-# Per-company facts the entity sets do not carry (the accounting currency lives on Ledgers, reference §3.8).
+# Per-company facts (the accounting currency also lands on Ledgers, reference §3.8).
 _KNOWN_COMPANIES = {
     "usmf": ("Contoso Manufacturing USA", "USA", "US", "USD", "GMTMINUS0500EASTERNTIME", "en-us", "Chicago"),
     "demf": ("Contoso Fertigung Deutschland GmbH", "DEU", "DE", "EUR", "GMTPLUS0100AMSTERDAM_BERLIN_BERN_ROME",
@@ -118,30 +119,48 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
                      [[c.id, c.name, c.id.upper(), f"{i + 1:09d}", c.country, c.iso,
                        f"1 Factory Road\n{c.city}\n{c.country}", c.language, c.timezone, f"{c.iso}{100000 + i}"]
                       for i, c in enumerate(comps)])
+    conn.executemany('INSERT INTO Ledgers BY NAME SELECT ? AS LegalEntityId, ? AS "Name", ? AS ChartOfAccounts, '
+                     '? AS AccountingCurrency', [[c.id, c.id.upper(), CHART_OF_ACCOUNTS, c.currency] for c in comps])
     conn.executemany("INSERT INTO VendorParameters BY NAME SELECT ? AS dataAreaId, 'NoDuplicate' AS "
                      "IsCheckInvoiceNumberUsed, 'Yes' AS CheckTheTaxInvoiceNumberUsed, 'Yes' AS "
                      "EnableInvoiceMatchingValidation, 'Warning' AS PostInvoiceMatchDiscrepancies",
                      [[c.id] for c in comps])
 
     # -- vendors ----------------------------------------------------------------------------------------------
-    special = " ".join(f"WHEN k % {m} = {m // 2} THEN {_pick(v, f'h(k, {m})')}" for m, v in
+    # Row k is the m-th vendor account of company k % nle. Some accounts are one party's in several companies
+    # (F&O keeps vendor accounts per company; the same party is often set up with the same number in each): shared
+    # by every company when m % 10 is 1, 4 or 7, by the first two when m % 10 = 2. A few numbers name DIFFERENT
+    # parties in the first two companies (m % 50 = 5). Party attributes (names, address) follow the party key pk;
+    # account attributes (currency, terms, holds) stay per company.
+    shared = "(m % 10 IN (1, 4, 7) OR (m % 10 = 2 AND l.idx < 2))"
+    conflict = "(m % 50 = 5 AND l.idx < 2)"
+    special = " ".join(f"WHEN pk % {m} = {m // 2} THEN {_pick(v, f'h(pk, {m})')}" for m, v in
                        {17: _SPECIAL[3], 19: _SPECIAL[5], 13: _SPECIAL[7], 23: _SPECIAL[11]}.items())
-    org_name = (f"CASE {special} ELSE {_pick(_ADJ, 'h(k, 1)')} || ' ' || {_pick(_NOUN, 'h(k, 2)')} || ' ' || "
-                f"{_pick(_SUFFIX, 'h(k, 3)')} END")
+    org_name = (f"CASE {special} ELSE {_pick(_ADJ, 'h(pk, 1)')} || ' ' || {_pick(_NOUN, 'h(pk, 2)')} || ' ' || "
+                f"{_pick(_SUFFIX, 'h(pk, 3)')} END")
     conn.execute(f"""
         INSERT INTO VendorsV2 BY NAME
-        WITH v AS (
-          SELECT k, l.le, l.cur, l.country, l.iso, upper(l.le) || '-' || lpad(((k // {nle}) + 1)::VARCHAR, 10, '0')
-                 AS acct, (k % 10 = 9) AS person, {org_name} AS org,
-                 {_pick(_FIRST, 'h(k, 4)')} AS fn, {_pick(_LAST, 'h(k, 5)')} AS ln, {_pick(_CITIES, 'h(k, 6)')} AS city,
-                 ((h(k, 7) % 9000) + 100)::VARCHAR || ' ' || {_pick(_STREETS, 'h(k, 8)')} AS street,
-                 lpad((h(k, 9) % 90000 + 10000)::VARCHAR, 5, '0') AS zip
-          FROM range({int(size.vendors)}) r(k) JOIN le_info l ON l.idx = k % {nle})
+        WITH a AS (
+          SELECT k, k // {nle} + 1 AS m, l.idx, l.le, l.cur FROM range({int(size.vendors)}) r(k)
+          JOIN le_info l ON l.idx = k % {nle}),
+        b AS (
+          SELECT k, m, idx, le, cur, {shared} AS shared,
+                 CASE WHEN {shared} OR {conflict} THEN 'V-' || lpad(m::VARCHAR, 6, '0')
+                      ELSE upper(le) || '-' || lpad(m::VARCHAR, 10, '0') END AS acct,
+                 CASE WHEN {shared} THEN {SHARED_PARTY_BASE} + m ELSE k END AS pk
+          FROM a l),
+        v AS (
+          SELECT k, b.le, b.cur, home.country, home.iso, acct, pk, (pk % 10 = 9) AS person, {org_name} AS org,
+                 {_pick(_FIRST, 'h(pk, 4)')} AS fn, {_pick(_LAST, 'h(pk, 5)')} AS ln,
+                 {_pick(_CITIES, 'h(pk, 6)')} AS city,
+                 ((h(pk, 7) % 9000) + 100)::VARCHAR || ' ' || {_pick(_STREETS, 'h(pk, 8)')} AS street,
+                 lpad((h(pk, 9) % 90000 + 10000)::VARCHAR, 5, '0') AS zip
+          FROM b JOIN le_info home ON home.idx = b.pk % {nle})
         SELECT le AS dataAreaId, acct AS VendorAccountNumber,
                CASE WHEN person THEN '' ELSE org END AS VendorOrganizationName,
                upper(left(CASE WHEN person THEN ln ELSE org END, 20)) AS VendorSearchName,
                {_pick(["10", "20", "30", "40", "50"], "h(k, 10)")} AS VendorGroupId,
-               lpad((100000 + k)::VARCHAR, 9, '0') AS VendorPartyNumber,
+               lpad((100000 + pk)::VARCHAR, 9, '0') AS VendorPartyNumber,
                CASE WHEN person THEN 'Person' ELSE 'Organization' END AS VendorPartyType,
                CASE WHEN person THEN fn || ' ' || ln ELSE '' END AS VendorKnownAsName,
                CASE WHEN person THEN fn ELSE '' END AS PersonFirstName,
@@ -154,9 +173,9 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
                     ELSE 'No' END AS OnHoldStatus,
                {_pick(["ThreeWayMatch", "TwoWayMatch", "NoMatch"], "h(k, 14)")} AS VendorInvoiceLineMatchingPolicy,
                'No' AS IsOneTimeVendor, '' AS InvoiceVendorAccountNumber, upper(le) || '-TAX' AS SalesTaxGroupCode,
-               iso || lpad((h(k, 15) % 100000000)::VARCHAR, 9, '0') AS TaxExemptNumber,
-               'ap' || k::VARCHAR || '@vendor' || (k % 97)::VARCHAR || '.example.com' AS PrimaryEmailAddress,
-               '+1 555 ' || lpad((h(k, 16) % 10000000)::VARCHAR, 7, '0') AS PrimaryPhoneNumber,
+               iso || lpad((h(pk, 15) % 100000000)::VARCHAR, 9, '0') AS TaxExemptNumber,
+               'ap' || pk::VARCHAR || '@vendor' || (pk % 97)::VARCHAR || '.example.com' AS PrimaryEmailAddress,
+               '+1 555 ' || lpad((h(pk, 16) % 10000000)::VARCHAR, 7, '0') AS PrimaryPhoneNumber,
                country AS AddressCountryRegionId, iso AS AddressCountryRegionISOCode, city AS AddressCity,
                street AS AddressStreet, zip AS AddressZipCode,
                street || chr(10) || city || ' ' || zip || chr(10) || country AS FormattedPrimaryAddress
@@ -217,20 +236,33 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
         FROM MainAccounts WHERE MainAccountType = 'Expense' AND IsSuspended = 'No'""")
 
     # -- purchase order headers -------------------------------------------------------------------------------
+    # Each company numbers its orders from 1. The first two share the format PO-000123, so the same number exists
+    # in both (F&O numbers are per company); the others prefix their code. About 10 % of orders are invoiced by
+    # another vendor account than the one they are ordered from.
+    conn.execute("""
+        CREATE OR REPLACE TEMP TABLE vend_idx AS
+        SELECT l.idx AS le_idx, row_number() OVER (PARTITION BY l.idx ORDER BY v.VendorAccountNumber) - 1 AS n,
+               count(*) OVER (PARTITION BY l.idx) AS cnt, v.VendorAccountNumber AS acct
+        FROM le_info l JOIN VendorsV2 v ON v.dataAreaId = l.le""")
+    conn.execute("CREATE OR REPLACE TEMP TABLE vend_cnt AS SELECT le_idx, max(cnt) AS cnt FROM vend_idx GROUP BY 1")
     p = int(size.purchase_orders)
-    nv = int(size.vendors)
+    po_number = (f"CASE WHEN l.idx < 2 THEN 'PO-' ELSE upper(l.le) || '-' END || "
+                 f"lpad(((j // {nle}) + 1)::VARCHAR, 6, '0')")
     conn.execute(f"""
         INSERT INTO PurchaseOrderHeadersV2 BY NAME
-        WITH o AS (
-          SELECT j, l.idx AS le_idx, l.le, l.cur,
-                 upper(l.le) || '-' || lpad(((j // {nle}) + 1)::VARCHAR, 6, '0') AS po,
-                 upper(l.le) || '-' || lpad(((h(j, 20) % greatest(1, ({nv} - l.idx + {nle} - 1) // {nle})) + 1)
-                   ::VARCHAR, 10, '0') AS vend,
+        WITH o0 AS (
+          SELECT j, l.idx AS le_idx, l.le, l.cur, {po_number} AS po, h(j, 20) % vc.cnt AS vn,
+                 CASE WHEN h(j, 27) % 10 = 0 THEN (h(j, 20) + 1) % vc.cnt ELSE h(j, 20) % vc.cnt END AS ivn,
                  h(j, 21) % 100 AS st, h(j, 22) % 100 AS ap,
                  DATE '2024-01-01' + (h(j, 23) % 700)::INTEGER AS odate, h(j, 26) % k.cnt AS ccn
-          FROM range({p}) r(j) JOIN le_info l ON l.idx = j % {nle} JOIN cc_cnt k ON k.le_idx = l.idx)
+          FROM range({p}) r(j) JOIN le_info l ON l.idx = j % {nle} JOIN cc_cnt k ON k.le_idx = l.idx
+          JOIN vend_cnt vc ON vc.le_idx = l.idx),
+        o AS (
+          SELECT o0.*, ov.acct AS vend, iv.acct AS ivend FROM o0
+          JOIN vend_idx ov ON ov.le_idx = o0.le_idx AND ov.n = o0.vn
+          JOIN vend_idx iv ON iv.le_idx = o0.le_idx AND iv.n = o0.ivn)
         SELECT o.le AS dataAreaId, po AS PurchaseOrderNumber, vend AS OrderVendorAccountNumber,
-               vend AS InvoiceVendorAccountNumber,
+               ivend AS InvoiceVendorAccountNumber,
                coalesce(nullif(v.VendorOrganizationName, ''), v.VendorKnownAsName, '') AS PurchaseOrderName,
                CASE WHEN st < 60 THEN 'Backorder' WHEN st < 80 THEN 'Received' WHEN st < 95 THEN 'Invoiced'
                     ELSE 'Canceled' END AS PurchaseOrderStatus,
@@ -252,7 +284,7 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
     # -- purchase order lines ---------------------------------------------------------------------------------
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE po_idx AS
-        SELECT j, upper(l.le) || '-' || lpad(((j // {nle}) + 1)::VARCHAR, 6, '0') AS po, l.le, l.idx AS le_idx,
+        SELECT j, {po_number} AS po, l.le, l.idx AS le_idx,
                k.cnt AS cc_cnt
         FROM range({p}) r(j) JOIN le_info l ON l.idx = j % {nle} JOIN cc_cnt k ON k.le_idx = l.idx""")
     n_exp = max(1, conn.execute("SELECT count(*) FROM exp_accts").fetchone()[0])
@@ -274,9 +306,14 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
                price AS PurchasePrice, 1 AS PurchasePriceQuantity, round(qty * price, 2) AS LineAmount,
                hd.PurchaseOrderStatus AS PurchaseOrderLineStatus,
                CASE WHEN cat_line THEN 'TwoWayMatch' ELSE 'ThreeWayMatch' END AS VendorInvoiceMatchingPolicy,
-               CASE WHEN h(i, 36) % 100 = 0 THEN '999999' WHEN h(i, 36) % 100 = 1 AND bad.acct IS NOT NULL
+               -- An item line usually has no main account of its own (the item's posting profile decides at
+               -- invoicing): 85 % of them are blank; category (service) lines keep theirs.
+               CASE WHEN NOT cat_line AND h(i, 42) % 100 < 85 THEN ''
+                    WHEN h(i, 36) % 100 = 0 THEN '999999' WHEN h(i, 36) % 100 = 1 AND bad.acct IS NOT NULL
                     THEN bad.acct ELSE a.id END AS MainAccountIdDisplayValue,
-               CASE WHEN h(i, 37) % 100 = 2 AND bad.cc IS NOT NULL THEN replace(bad.cc, '-', '\\-')
+               -- About a fifth of the lines carry no cost center at all.
+               CASE WHEN h(i, 41) % 5 = 0 THEN ''
+                    WHEN h(i, 37) % 100 = 2 AND bad.cc IS NOT NULL THEN replace(bad.cc, '-', '\\-')
                     WHEN h(i, 37) % 10 = 0 THEN replace(c.val, '-', '\\-')
                     ELSE hd.DefaultLedgerDimensionDisplayValue END AS DefaultLedgerDimensionDisplayValue,
                hd.RequestedDeliveryDate AS RequestedDeliveryDate, hd.ConfirmedDeliveryDate AS ConfirmedDeliveryDate,
@@ -346,7 +383,7 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
                (idate + 28)::TIMESTAMP + INTERVAL 15 HOUR AS CreatedOn,
                (idate + 28)::TIMESTAMP + INTERVAL 15 HOUR AS SysModifiedDateTime
         FROM hist WHERE paid""")
-    for tmp in ("hist", "po_idx", "cc_avail", "cc_cnt", "exp_accts", "le_info"):
+    for tmp in ("hist", "po_idx", "cc_avail", "cc_cnt", "exp_accts", "vend_idx", "vend_cnt", "le_info"):
         conn.execute(f"DROP TABLE IF EXISTS {tmp}")
     return comps
 

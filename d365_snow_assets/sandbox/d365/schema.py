@@ -126,6 +126,10 @@ _SETS = [
         "LegalEntityId Name NameAlias PartyNumber AddressCountryRegionId AddressCountryRegionISOCode "
         "FullPrimaryAddress LanguageId TimeZone:e:Timezone VATNum RegistrationNumber CompanyType"),
               company_scoped=False),
+    # The ledger of each company: its chart of accounts and accounting currency (the connector's "Local currency"
+    # and GL "Account currency"). inference: entity, key and field names are not in reference/d365.md.
+    EntitySet("Ledgers", "Ledger", "LedgerEntity", ("LegalEntityId",), _props(
+        "LegalEntityId Name ChartOfAccounts AccountingCurrency"), company_scoped=False),
     EntitySet("VendorParameters", "VendorParameter", "VendParametersEntity", ("dataAreaId",), _props(
         "dataAreaId IsCheckInvoiceNumberUsed:e:ReuseVoucher CheckTheTaxInvoiceNumberUsed:e:NoYes "
         "VendInvoiceInUseRecoverEnable:e:NoYes EnableInvoiceMatchingValidation:e:NoYes "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -71,6 +72,31 @@ def admin_routes(world: Any) -> list[Route]:
     async def expire_tokens(request: Request) -> Response:
         return json_response({"expired": world.tokens.expire_all("snow")})
 
+    async def invoices(request: Request) -> Response:
+        return json_response({"waiting": state.invoices_waiting(), "scheduled": state.invoices_scheduled(),
+                              "invalid": state.invalid_invoices})
+
+    def schema(action: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                result = action(await _json(request))
+            except (KeyError, TypeError, ValueError) as exc:
+                return json_response({"error": f"{type(exc).__name__}: {exc}"}, 400)
+            return json_response({"ok": True, "result": result})
+        return endpoint
+
+    schema_routes = {
+        "add_column": lambda p: state.add_column(p["table"], p["element"], p["label"], type=p.get("type", "string"),
+                                                 mandatory=bool(p.get("mandatory", False)),
+                                                 reference=p.get("reference")),
+        "remove_column": lambda p: state.remove_column(p["table"], p["element"]),
+        "mandatory": lambda p: state.set_mandatory(p["table"], p["element"], bool(p.get("mandatory", True))),
+        "coalesce": lambda p: state.set_coalesce(p["staging"], list(p["fields"])),
+        "insert_multiple": lambda p: state.set_insert_multiple(p["staging"], p.get("column_mapping", "label"),
+                                                               p.get("transformation")),
+        "deny_reads": lambda p: sorted(state.deny_reads(list(p.get("tables", [])))),
+    }
+
     return [
         Route("/admin/snow/state/{table}", dump, methods=["GET"]),
         Route("/admin/snow/counts", counts, methods=["GET"]),
@@ -83,4 +109,7 @@ def admin_routes(world: Any) -> list[Route]:
         Route("/admin/snow/invalid_invoices", invalid, methods=["GET"]),
         Route("/admin/snow/drain_imports", drain, methods=["POST"]),
         Route("/admin/snow/expire_tokens", expire_tokens, methods=["POST"]),
+        Route("/admin/snow/invoices", invoices, methods=["GET"]),
+        *(Route(f"/admin/snow/schema/{name}", schema(action), methods=["POST"])
+          for name, action in schema_routes.items()),
     ]

@@ -1,8 +1,12 @@
-"""In-memory tables of the fake ServiceNow instance: dictionary (schema), rows, sys fields, coalesce indexes.
+"""In-memory tables of the fake ServiceNow instance: columns, rows, sys fields, table extension, lookup indexes.
 
 Every stored value is a string, as on a real instance (reference/servicenow.md §1.3): the Table API never returns a
 JSON number, boolean or null. ``sys_updated_on`` has one-second resolution (§1.6), so rows written in the same second
 tie, which is exactly what keyset clients must survive.
+
+A table may extend another (staging tables extend ``sys_import_set_row``, ``sn_shop_invoice`` extends
+``sn_fin_base_invoice``; reference/servicenow-s2p-schema.md §11): the child has its parent's columns, and every
+child row is also a row of each ancestor, as a query on a parent table returns the rows of its children.
 """
 
 from __future__ import annotations
@@ -10,22 +14,34 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-NUMERIC_TYPES = frozenset({"integer", "decimal", "currency"})
+NUMERIC_TYPES = frozenset({"integer", "decimal", "currency", "float"})
 SYS_FIELDS = ("sys_id", "sys_created_on", "sys_created_by", "sys_updated_on", "sys_updated_by", "sys_mod_count")
+_SYS_LABELS = {"sys_id": "Sys ID", "sys_created_on": "Created", "sys_created_by": "Created by",
+               "sys_updated_on": "Updated", "sys_updated_by": "Updated by", "sys_mod_count": "Updates"}
 
 
 @dataclass(frozen=True)
 class Field:
-    """One column of a table's dictionary entry."""
+    """One column of a table, as its ``sys_dictionary`` entry describes it."""
 
-    name: str
-    type: str = "string"  # string | integer | decimal | boolean | glide_date | glide_date_time | reference
+    name: str  # the element
+    type: str = "string"  # the internal_type: string | integer | decimal | boolean | glide_date | reference | ...
     reference: str | None = None  # target table of a reference field
+    label: str = ""
+    mandatory: bool = False
+    max_length: int = 255
+    # The referenced table's column a stored value names. sys_id for ordinary references; a few dictionary fields
+    # store a name instead (sys_dictionary.reference holds a table name, .internal_type a type name).
+    reference_key: str = "sys_id"
+
+    @property
+    def column_label(self) -> str:
+        return self.label or _SYS_LABELS.get(self.name, self.name.replace("_", " ").capitalize())
 
 
 def utc_stamp(epoch: float) -> str:
@@ -53,81 +69,165 @@ def to_snow_string(value: Any) -> str:
     return orjson.dumps(value).decode().replace(":", "=")
 
 
+IndexKey = tuple[tuple[str, ...], tuple[bool, ...]]
+
+
+def _norm(values: Iterable[str], folds: tuple[bool, ...]) -> tuple[str, ...]:
+    return tuple(v.casefold() if fold else v for v, fold in zip(values, folds, strict=True))
+
+
 class Table:
-    """One table: dictionary, rows in insertion order, and exact-match indexes (used for coalesce, O(1))."""
+    """One table: its columns (own and inherited), rows in insertion order, and lookup indexes."""
 
     def __init__(self, name: str, fields: Iterable[Field], *, display_field: str = "sys_id",
-                 label: str | None = None, open_schema: bool = False) -> None:
+                 label: str | None = None, parent: Table | None = None, scope: str = "global") -> None:
         self.name = name
         self.label = label or name
-        self.fields: dict[str, Field] = {f.name: f for f in fields}
-        for sys_field in SYS_FIELDS:
-            ftype = "integer" if sys_field == "sys_mod_count" else (
-                "glide_date_time" if sys_field.endswith("_on") else "string")
-            self.fields.setdefault(sys_field, Field(sys_field, ftype))
+        self.parent = parent
+        self.scope = scope
+        self.own_fields: dict[str, Field] = {}
+        if parent is None:
+            for sys_field in SYS_FIELDS:
+                ftype = "integer" if sys_field == "sys_mod_count" else (
+                    "glide_date_time" if sys_field.endswith("_on") else "GUID" if sys_field == "sys_id" else "string")
+                self.own_fields[sys_field] = Field(sys_field, ftype, max_length=40 if ftype != "string" else 255)
+        for f in fields:
+            self.own_fields[f.name] = f
         self.display_field = display_field
-        # An open schema (sys_import_set_row, the parent of every staging table) shows whatever columns its rows
-        # carry; a real parent table would show only its own columns, the brief asks for the staging columns too.
-        self.open_schema = open_schema
+        self._version = 0  # bumped on every column change; keys the caches below
+        self._cache: tuple[tuple[int, ...], dict[str, Field], dict[str, list[str]]] | None = None
         self.rows: dict[str, dict[str, str]] = {}
-        self.indexes: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {}
+        self.children: list[Table] = []
+        self.indexes: dict[IndexKey, dict[tuple[str, ...], list[str]]] = {}
+        if parent is not None:
+            parent.children.append(self)
 
     # -- dictionary -------------------------------------------------------------------------------------------
+    @property
+    def ancestors(self) -> list[Table]:
+        out, cur = [], self.parent
+        while cur is not None:
+            out.append(cur)
+            cur = cur.parent
+        return out
+
+    def _columns(self) -> tuple[dict[str, Field], dict[str, list[str]]]:
+        chain = [*reversed(self.ancestors), self]
+        key = tuple(t._version for t in chain)
+        if self._cache is None or self._cache[0] != key:
+            merged: dict[str, Field] = {}
+            for table in chain:
+                merged.update(table.own_fields)
+            labels: dict[str, list[str]] = {}
+            for name, f in merged.items():
+                labels.setdefault(f.column_label, []).append(name)
+            self._cache = (key, merged, labels)
+        return self._cache[1], self._cache[2]
+
+    @property
+    def fields(self) -> dict[str, Field]:
+        """Every column, inherited ones first (a child row carries its parents' columns)."""
+        return self._columns()[0]
+
+    def owner_of(self, name: str) -> Table | None:
+        """The table (this one or an ancestor) whose own column ``name`` is."""
+        for table in [self, *self.ancestors]:
+            if name in table.own_fields:
+                return table
+        return None
+
+    def field(self, name: str) -> Field | None:
+        return self._columns()[0].get(name)
+
     def has_field(self, name: str) -> bool:
-        return name in self.fields or self.open_schema
+        return name in self._columns()[0]
 
     def field_type(self, name: str) -> str:
-        f = self.fields.get(name)
+        f = self.field(name)
         return f.type if f else "string"
 
     def reference_of(self, name: str) -> str | None:
-        f = self.fields.get(name)
+        f = self.field(name)
         return f.reference if f and f.type == "reference" else None
 
-    # -- indexes ----------------------------------------------------------------------------------------------
-    def add_index(self, columns: tuple[str, ...]) -> None:
-        index: dict[tuple[str, ...], str] = {}
-        for sys_id, row in self.rows.items():
-            index.setdefault(tuple(row.get(c, "") for c in columns), sys_id)
-        self.indexes[columns] = index
+    def by_label(self, label: str) -> list[str]:
+        """Elements whose column label is exactly ``label``, inherited columns included, in dictionary order."""
+        return self._columns()[1].get(label, [])
 
-    def lookup(self, columns: tuple[str, ...], key: tuple[str, ...]) -> dict[str, str] | None:
-        """The first row whose ``columns`` equal ``key`` (coalesce: "only the first matching record is updated")."""
-        index = self.indexes.get(columns)
+    def set_field(self, f: Field) -> None:
+        """Add or replace one of this table's own columns; existing rows get it empty."""
+        self.own_fields[f.name] = f
+        self._version += 1
+        for row in self.rows.values():
+            row.setdefault(f.name, "")
+
+    def update_field(self, name: str, **changes: Any) -> Field:
+        self.own_fields[name] = replace(self.own_fields[name], **changes)
+        self._version += 1
+        return self.own_fields[name]
+
+    def drop_field(self, name: str) -> None:
+        """Remove an own column and its values (a real instance drops the column's data with it)."""
+        del self.own_fields[name]
+        self._version += 1
+        self.indexes = {k: v for k, v in self.indexes.items() if name not in k[0]}
+        for row in self.rows.values():
+            row.pop(name, None)
+
+    # -- indexes ----------------------------------------------------------------------------------------------
+    def _bucket_index(self, columns: tuple[str, ...], folds: tuple[bool, ...]) -> dict[tuple[str, ...], list[str]]:
+        index = self.indexes.get((columns, folds))
         if index is None:
-            self.add_index(columns)
-            index = self.indexes[columns]
-        sys_id = index.get(key)
-        return self.rows.get(sys_id) if sys_id else None
+            index = {}
+            for sys_id, row in self.rows.items():
+                index.setdefault(_norm((row.get(c, "") for c in columns), folds), []).append(sys_id)
+            self.indexes[(columns, folds)] = index
+        return index
+
+    def find(self, columns: tuple[str, ...], key: tuple[str, ...],
+             folds: tuple[bool, ...] | None = None) -> list[dict[str, str]]:
+        """Rows whose ``columns`` equal ``key`` in insertion order; a True in ``folds`` compares that column
+        without regard to case."""
+        folds = folds or (False,) * len(columns)
+        ids = self._bucket_index(columns, folds).get(_norm(key, folds), [])
+        return [self.rows[i] for i in ids]
+
+    def lookup(self, columns: tuple[str, ...], key: tuple[str, ...],
+               folds: tuple[bool, ...] | None = None) -> dict[str, str] | None:
+        """The first matching row (coalesce: "only the first matching record is updated")."""
+        found = self.find(columns, key, folds)
+        return found[0] if found else None
 
     def _unindex(self, row: dict[str, str]) -> None:
-        for cols, index in self.indexes.items():
-            key = tuple(row.get(c, "") for c in cols)
-            if index.get(key) == row["sys_id"]:
-                del index[key]
+        for (cols, folds), index in self.indexes.items():
+            bucket = index.get(_norm((row.get(c, "") for c in cols), folds))
+            if bucket and row["sys_id"] in bucket:
+                bucket.remove(row["sys_id"])
 
     def _index(self, row: dict[str, str]) -> None:
-        for cols, index in self.indexes.items():
-            index.setdefault(tuple(row.get(c, "") for c in cols), row["sys_id"])
+        for (cols, folds), index in self.indexes.items():
+            index.setdefault(_norm((row.get(c, "") for c in cols), folds), []).append(row["sys_id"])
+
+    def _chain(self) -> list[Table]:
+        return [self, *self.ancestors]
 
     # -- rows -------------------------------------------------------------------------------------------------
     def clean(self, values: dict[str, Any]) -> dict[str, str]:
         """Known, writable columns only, as strings: unknown fields are ignored like on a real instance."""
-        out: dict[str, str] = {}
-        for key, value in values.items():
-            if key in SYS_FIELDS and key != "sys_id":
-                continue
-            if key in self.fields or self.open_schema:
-                out[key] = to_snow_string(value)
-        return out
+        fields = self.fields
+        return {key: to_snow_string(value) for key, value in values.items()
+                if key in fields and (key not in SYS_FIELDS or key == "sys_id")}
 
     def insert(self, values: dict[str, str], *, sys_id: str, stamp: str, user: str) -> dict[str, str]:
         row = {name: "" for name in self.fields}
         row.update(values)
         row.update(sys_id=sys_id, sys_created_on=stamp, sys_updated_on=stamp, sys_created_by=user,
                    sys_updated_by=user, sys_mod_count="0")
-        self.rows[sys_id] = row
-        self._index(row)
+        if "sys_class_name" in row:
+            row["sys_class_name"] = self.name
+        for table in self._chain():
+            table.rows[sys_id] = row
+            table._index(row)
         return row
 
     def update(self, sys_id: str, values: dict[str, str], *, stamp: str, user: str) -> tuple[dict[str, str], bool]:
@@ -137,26 +237,32 @@ class Table:
         changes = {k: v for k, v in values.items() if k != "sys_id" and row.get(k) != v}
         if not changes:
             return row, False
-        self._unindex(row)
-        row.update(changes)
-        row["sys_updated_on"] = stamp
-        row["sys_updated_by"] = user
-        row["sys_mod_count"] = str(int(row.get("sys_mod_count") or 0) + 1)
-        self._index(row)
+        changes.update(sys_updated_on=stamp, sys_updated_by=user,
+                       sys_mod_count=str(int(row.get("sys_mod_count") or 0) + 1))
+        self.set_fields(sys_id, changes)
         return row, True
 
     def set_fields(self, sys_id: str, values: dict[str, str]) -> None:
         """Change columns as part of the current write (a before-rule's effect): no new stamp or mod count."""
         row = self.rows[sys_id]
-        self._unindex(row)
+        chain = self._chain()
+        for table in chain:
+            table._unindex(row)
         row.update(values)
-        self._index(row)
+        for table in chain:
+            table._index(row)
 
     def delete(self, sys_id: str) -> bool:
-        row = self.rows.pop(sys_id, None)
+        """Delete a row from its own class's table and every ancestor (deleting through a parent deletes it)."""
+        row = self.rows.get(sys_id)
         if row is None:
             return False
-        self._unindex(row)
+        owner = self
+        while (deeper := next((c for c in owner.children if sys_id in c.rows), None)) is not None:
+            owner = deeper
+        for table in owner._chain():
+            table._unindex(row)
+            table.rows.pop(sys_id, None)
         return True
 
     def display_value(self, row: dict[str, str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -9,6 +10,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .encoded_query import Getter, parse
+from .schema import CHOICE
 from .state import SnowState
 from .store import Table
 
@@ -36,6 +39,22 @@ def not_found() -> Response:
     return snow_error(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
 
 
+# A user without read access to a table. Collection reads answer 403 "Insufficient rights to query records": the
+# body the REST APIs give without a table-level read ACL (ServiceNow KB0744425, "No permission to read table
+# '<table>'"; the same 403 message and shape in public ServiceNow client fixtures, and ServiceNowDocs
+# c_RuntimeAccessToAppTables.md: a web service call a table's access settings forbid "produces a 403 Forbidden
+# HTTP error"). ServiceNow's own PySNC raises RoleException on that 403. A single record read answers the usual
+# 404 "ACL restricts the record retrieval" (PySNC issue #81: get(sys_id) shows no ACL error where query() does).
+# A query or ORDERBY that dot-walks into such a table gets the field-level variant of the same 403.
+def read_denied(table: str) -> Response:
+    return snow_error(403, "Insufficient rights to query records", f"No permission to read table '{table}'")
+
+
+def query_fields_denied() -> Response:
+    return snow_error(403, "Insufficient rights to query records",
+                      "Field(s) present in the query do not have permission to be read")
+
+
 def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
@@ -44,55 +63,60 @@ def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "false").lower() == "true"
 
 
+@dataclass(frozen=True)
+class _Column:
+    key: str  # the requested path, also the response key
+    get: Getter
+    reference: Table | None  # the referenced table of a reference field
+    reference_key: str
+    choices: dict[str, str]  # value -> label of a field with a choice list
+    denied: bool  # the path passes through a table the user may not read: the value is silenced
+
+
 class RowFormatter:
-    """Renders rows the way the Table API does: strings, reference objects, display-value shapes (§1.3)."""
+    """Renders rows the way the Table API does: strings, reference objects, display values (labels of choices,
+    display fields of referenced records), dot-walked paths as response keys (§1.3, reference §8)."""
 
     def __init__(self, state: SnowState, table: Table, request: Request) -> None:
         self.state = state
-        self.table = table
         self.base = base_url(request)
         display = request.query_params.get("sysparm_display_value", "false").lower()
         self.display = display if display in ("true", "all") else "false"
         self.exclude_link = _flag(request, "sysparm_exclude_reference_link")
         fields = request.query_params.get("sysparm_fields", "")
+        wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else list(table.fields)
         resolve = state.resolver(table)
-        self.columns: list[tuple[str, Any, str | None]] = []  # (key, getter, reference table)
-        wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
-        if wanted is None:
-            names = list(table.fields)
-            self.open = table.open_schema
-        else:
-            names = wanted
-            self.open = False
-        for name in names:
+        self.columns: list[_Column] = []
+        for name in wanted:
             resolved = resolve(name)
-            if resolved is None:
+            hops = state.walk(table, name)
+            if resolved is None or hops is None:
                 continue  # unknown fields are ignored (§1.2)
-            self.columns.append((name, resolved[0], self._reference(name)))
+            last, element = hops[-1], name.split(".")[-1]
+            field = last.field(element)
+            ref = state.tables.get(field.reference or "") if field and field.type == "reference" else None
+            owner = last.owner_of(element)
+            choices = {c["value"]: c["label"] for c in state.tables[CHOICE].find(
+                ("name", "element"), (owner.name if owner else last.name, element))}
+            self.columns.append(_Column(name, resolved[0], ref, field.reference_key if field else "sys_id", choices,
+                                        any(h.name in state.denied_reads for h in hops[1:])))
 
-    def _reference(self, path: str) -> str | None:
-        current = self.table
-        parts = path.split(".")
-        for part in parts[:-1]:
-            ref = current.reference_of(part)
-            if ref is None or ref not in self.state.tables:
-                return None
-            current = self.state.tables[ref]
-        return current.reference_of(parts[-1])
-
-    def _cell(self, value: str, ref: str | None) -> Any:
-        if ref is None:
+    def _cell(self, value: str, col: _Column) -> Any:
+        if col.denied:
+            value = ""
+        if col.reference is None:
+            shown = col.choices.get(value, value)
             if self.display == "all":
-                return {"display_value": value, "value": value}
-            return value
+                return {"display_value": shown, "value": value}
+            return shown if self.display == "true" else value
         if value == "":
             return {"display_value": "", "value": ""} if self.display == "all" else ""
-        link = f"{self.base}/api/now/table/{ref}/{value}"
+        ref = col.reference
+        link = f"{self.base}/api/now/table/{ref.name}/{value}"
         if self.display == "false":
             return value if self.exclude_link else {"link": link, "value": value}
-        target = self.state.tables[ref]
-        target_row = target.rows.get(value)
-        shown = target.display_value(target_row) if target_row else ""
+        target = ref.rows.get(value) if col.reference_key == "sys_id" else ref.lookup((col.reference_key,), (value,))
+        shown = ref.display_value(target) if target and ref.name not in self.state.denied_reads else ""
         cell: dict[str, str] = {"display_value": shown}
         if not self.exclude_link:
             cell["link"] = link
@@ -103,12 +127,13 @@ class RowFormatter:
         return cell
 
     def __call__(self, row: dict[str, str]) -> dict[str, Any]:
-        out = {key: self._cell(get(row), ref) for key, get, ref in self.columns}
-        if self.open:
-            for key, value in row.items():
-                if key not in out:
-                    out[key] = self._cell(value, None)
-        return out
+        return {col.key: self._cell(col.get(row), col) for col in self.columns}
+
+
+def _walks_into_denied(state: SnowState, table: Table, query: str) -> bool:
+    parsed = parse(query)
+    paths = [c.field for group in parsed.groups for clause in group for c in clause] + [f for f, _ in parsed.order_by]
+    return any(h.name in state.denied_reads for p in paths if "." in p for h in (state.walk(table, p) or [])[1:])
 
 
 def _link_header(request: Request, offset: int, limit: int, total: int | None, page_full: bool) -> str | None:
@@ -155,6 +180,10 @@ def list_records(request: Request, state: SnowState, table_name: str, version: s
         # name=value pairs are the alternative to sysparm_query (§1.2).
         query = "^".join(f"{k}={v.replace('^', '^^')}" for k, v in params.multi_items()
                          if not k.startswith("sysparm_") and table.has_field(k))
+    if table_name in state.denied_reads:
+        return read_denied(table_name)
+    if _walks_into_denied(state, table, query):
+        return query_fields_denied()
     limit = _int_param(request, "sysparm_limit", DEFAULT_LIMIT)
     offset = _int_param(request, "sysparm_offset", 0)
     no_count = _flag(request, "sysparm_no_count")
@@ -191,7 +220,7 @@ def get_record(request: Request, state: SnowState, table_name: str, sys_id: str)
         return invalid_table(table_name)
     with state.lock:
         row = table.rows.get(sys_id)
-        if row is None or state.is_acl_hidden(table_name, sys_id):
+        if row is None or state.is_acl_hidden(table_name, sys_id) or table_name in state.denied_reads:
             return not_found()
         return json_response({"result": RowFormatter(state, table, request)(row)})
 
