@@ -71,7 +71,7 @@ class D365Resource(_ClientResource):
 class ServiceNowResource(_ClientResource):
     """ServiceNow Table and Import Set APIs (OAuth client credentials, or basic auth as fallback)."""
 
-    _schema: Any = PrivateAttr(default=None)
+    _discovered: Any = PrivateAttr(default=None)
 
     def _create(self, settings: ConnectorSettings) -> ServiceNowClient:
         return ServiceNowClient(settings)
@@ -79,19 +79,19 @@ class ServiceNowResource(_ClientResource):
     def client(self) -> ServiceNowClient:
         return self._cached()
 
-    def schema(self, warehouse: Warehouse) -> InstanceSchema:
+    def instance_schema(self, warehouse: Warehouse) -> InstanceSchema:
         """The instance's discovered schema (the warehouse's cached copy while younger than a day)."""
-        if self._schema is None:
-            self._schema = load_schema(self.client(), warehouse)
-        return self._schema
+        if self._discovered is None:
+            self._discovered = load_schema(self.client(), warehouse)
+        return self._discovered
 
     def mappings(self, warehouse: Warehouse) -> dict[str, TargetMapping]:
         """The mappings with the customer's overrides, checked against the instance's own fields too."""
-        return load_mappings(schema=self.schema(warehouse))
+        return load_mappings(schema=self.instance_schema(warehouse))
 
     def outbound(self, warehouse: Warehouse) -> OutboundFields:
         """How this instance's outbound invoice tables are read and written."""
-        return resolve_outbound(self.schema(warehouse), self.mappings(warehouse))
+        return resolve_outbound(self.instance_schema(warehouse), self.mappings(warehouse))
 
 
 def connector_resources() -> dict[str, Any]:

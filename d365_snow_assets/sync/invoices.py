@@ -30,7 +30,7 @@ from ..warehouse import DiffResult, Warehouse
 from ..warehouse.diff import business_key
 from ..warehouse.snapshots import META_COLUMNS
 from ..warehouse.state import BUSINESS_KEY
-from .plan import SyncPlan
+from .plan import MissingSnapshotError, SyncPlan
 from .targets import SyncTarget
 
 JOUR = "VendInvoiceJourBiEntities"
@@ -330,6 +330,9 @@ def plan_payments(warehouse: Warehouse, ctx: MappingContext, legal_entity: str,
     bound = bind(mapping, schema, dict(mapping.element_overrides)) if schema is not None else None
     source = settlement_rows(warehouse.read_snapshot(VEND_TRANS, [legal_entity]))
     if source.height:
+        if warehouse.current_snapshot("VendorsV2", legal_entity) is None:
+            raise MissingSnapshotError(f"there is no snapshot of VendorsV2 for {legal_entity.upper()} yet: the "
+                                       "payment details' remit-to address comes from it (d365-snow sync extracts it)")
         staging = apply_mapping(mapping, source, ctx, {"VendorsV2": warehouse.read_snapshot("VendorsV2",
                                                                                             [legal_entity])})
     else:

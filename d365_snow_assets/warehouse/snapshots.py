@@ -40,7 +40,7 @@ from d365_snow_assets.warehouse.sql import first, quote, row_hash
 ENTITIES: frozenset[str] = frozenset({
     "VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2", "MainAccounts", "FinancialDimensionValues",
     "VendTransBiEntities", "VendSettlementBiEntities", "VendInvoiceJourBiEntities", "VendInvoiceTransBiEntities",
-    "VendorInvoiceHeaders", "VendorInvoiceLines", "LegalEntities", "VendorParameters",
+    "VendorInvoiceHeaders", "VendorInvoiceLines", "LegalEntities", "Ledgers", "VendorParameters",
     "sn_spend_intg_outbound_invoice", "sn_spend_intg_outbound_invoice_line",
 })
 META_COLUMNS: tuple[str, ...] = ("snapshot_id", "legal_entity", "extracted_at", "row_hash")

@@ -261,7 +261,7 @@ def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     le = context.partition_key
     wh = warehouse.open()
-    plan = plan_payments(wh, mapping_context(warehouse.settings), le, snow.schema(wh))
+    plan = plan_payments(wh, mapping_context(warehouse.settings), le, snow.instance_schema(wh))
     ctx = AuditContext(context.run.run_id, context.asset_key.to_user_string(), le, context.retry_number + 1)
     summary = push_plan(plan, snow.client(), wh, ctx)
     metadata: dict[str, Any] = {f"outcome_{k}": v for k, v in sorted(summary.outcomes.items())}

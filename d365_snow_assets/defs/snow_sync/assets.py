@@ -70,7 +70,7 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         wh = warehouse.open()
         plan = build_plan(target, wh, mapping_context(settings), legal_entity=legal_entity,
                           configured_legal_entities=settings.legal_entities,
-                          mapping=target.mapping(snow.mappings(wh)), schema=snow.schema(wh))
+                          mapping=target.mapping(snow.mappings(wh)), schema=snow.instance_schema(wh))
         counts = plan.counts
         context.log.info(f"{mapping.target_table} ({legal_entity or 'shared'}): {counts}")
         metadata: dict[str, object] = {f"rows_{k}": v for k, v in counts.items()}
