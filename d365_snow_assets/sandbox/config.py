@@ -57,3 +57,5 @@ class SandboxConfig(BaseModel):
     # Which ServiceNow instance to imitate: the documented S2P schema, or a customised "variant" whose element
     # names, status values and one transform map's coalesce differ (servicenow/schema.py VARIANT).
     snow_instance: Literal["documented", "variant"] = "documented"
+    # Approved invoices whose references all exist appear at this rate (ties on sys_updated_on for keyset readers).
+    snow_invoices_per_second: int = 3

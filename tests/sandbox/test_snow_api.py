@@ -330,4 +330,13 @@ def test_pysnc_reads_the_sandbox(server, invoices, creds, monkeypatch):
     one = sn.GlideRecord(OUT)
     assert one.get(server.world.snow.dump(OUT)[0]["sys_id"])
     assert one.get_value("integration_status") == NEW
+    po = one.get_display_value("purchase_order")
+    # Master data the connector pushed, read back by a dot-walked query on a reference.
+    lines = sn.GlideRecord("sn_shop_purchase_order_line")
+    lines.add_query("purchase_order.erp_number", po)
+    lines.add_query("purchase_order", one.get_value("purchase_order"))
+    lines.query()
+    assert lines.get_row_count() >= 1
+    for line in lines:
+        assert line.get_display_value("purchase_order") == po and line.get_value("erp_line_number")
     sn.session.close()  # an open keep-alive connection would hold up the server's shutdown

@@ -498,6 +498,6 @@ def _payments(state: SnowState, invoice_id: str) -> list[dict[str, str]]:
 
 
 def payments_of(state: SnowState, invoice_id: str) -> Decimal:
-    """What the matched payment details of an invoice add up to (for tests and the admin API)."""
+    """What the payment details matched to an invoice add up to."""
     return sum((money(p.get(state.el(PAYMENT_DETAIL, "Payment amount"))) for p in _payments(state, invoice_id)),
                Decimal(0))

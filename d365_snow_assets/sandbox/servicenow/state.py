@@ -90,7 +90,8 @@ class SnowState:
             self.ids = IdFactory(cfg.data.seed)
             self.settings = SnowSettings(client_credentials_enabled=cfg.snow_client_credentials_enabled,
                                          insert_multiple_async=cfg.snow_insert_multiple_async,
-                                         acl_hidden_share=cfg.snow_acl_hidden_share)
+                                         acl_hidden_share=cfg.snow_acl_hidden_share,
+                                         invoices_per_second=cfg.snow_invoices_per_second)
             self.rate_limiter.set_rule(cfg.snow_rate_limit_per_hour, 3600)
             self.broken_gets: list[str] = []  # "cancelled" / "cut_off", one per coming Table API GET
             self.denied_reads: set[str] = set()
