@@ -37,7 +37,7 @@ SYSTEM = "ServiceNow"
 CANCELLED = b"maximum execution time exceeded"
 KEYSET_FIELDS = ("sys_updated_on", "sys_id")
 IMPORT_ROW_FIELDS = ("sys_id", "sys_import_set", "sys_import_row", "sys_import_state", "sys_import_state_comment",
-                     "sys_row_error", "sys_target_sys_id", "sys_target_table")
+                     "sys_target_sys_id", "sys_target_table")
 TOKEN_SKEW_S = 60.0  # refresh a little before the stated expiry: clocks and in-flight requests
 
 
@@ -558,7 +558,8 @@ class ServiceNowClient:
                 status = str(row.get("sys_import_state") or "error")
                 if cancelled and status == "pending":
                     status = "error"
-                message = row.get("sys_row_error") or row.get("sys_import_state_comment") or None
+                # The row's Comment carries the transform's message; sys_row_error only references an error record.
+                message = row.get("sys_import_state_comment") or None
                 target = row.get("sys_target_sys_id") or None
                 results.append(ImportRowResult(status=status, target_sys_id=target, message=message, http_status=200,
                                                staging_sys_id=row.get("sys_id"), import_set=set_id,

@@ -58,8 +58,9 @@ class InvoiceSettings:
     # Lines + tax must equal amount_invoiced within this (DESIGN §5.2).
     amount_tolerance: Decimal = Decimal("0.01")
     # A GL-coded line without a cost center would post to the account with an empty cost-center segment, which
-    # is how money lands on a wrong (unallocated) account; so it is rejected. [choice; item lines take their
-    # dimensions from the item / PO line and are exempt]
+    # is how money lands on a wrong (unallocated) account; so it is rejected. [choice; item lines and lines matched
+    # to a PO line take their dimensions from the item / the PO line's distribution and are exempt: many PO lines
+    # have no cost center of their own, DESIGN §5.1]
     require_cost_center: bool = True
     # Reject invoices against a canceled purchase order or PO line. [choice: F&O cannot match against them]
     reject_canceled_orders: bool = True

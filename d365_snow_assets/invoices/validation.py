@@ -277,7 +277,7 @@ def _line_rules(lines: pl.DataFrame, header_pos: pl.DataFrame, refs: InvoiceRefe
                          pl.format("{}: cost center {} is suspended in Dynamics 365.", label, _short("cost_center")),
                          order + 8))
     if settings.require_cost_center:
-        account_line = (pl.col("item") == "") & (pl.col("gl_account") != "")
+        account_line = (pl.col("item") == "") & (pl.col("gl_account") != "") & pl.col("po_line").is_null()
         out.append(_problems(lines, account_line & (pl.col("cost_center") == ""),
                              pl.format("{}: the cost center is missing.", label), order + 9))
     return out

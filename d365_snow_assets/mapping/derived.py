@@ -251,9 +251,12 @@ def _prepare_chart_currency(frame: pl.LazyFrame, ctx: MappingContext,
     if ctx.legal_entities:
         ledgers = ledgers.filter(pl.col("LegalEntityId").cast(pl.String).str.to_lowercase()
                                  .is_in(list(ctx.legal_entities)))
+    if "__currency" in frame.collect_schema():
+        return frame
     per_chart = (ledgers.sort(_company_rank(ctx, "LegalEntityId"), "LegalEntityId")
                  .select(pl.col("ChartOfAccounts").cast(pl.String).alias("__chart"),
-                         pl.col("AccountingCurrency").cast(pl.String).alias("__currency"))
+                         pl.col("AccountingCurrency").cast(pl.String).alias("__currency"),
+                         pl.col("ReportingCurrency").cast(pl.String).alias("__reporting_currency"))
                  .unique("__chart", keep="first"))
     keyed = frame.with_columns(pl.col("ChartOfAccounts").cast(pl.String).alias("__chart"))
     return keyed.join(per_chart, on="__chart", how="left", maintain_order="left").drop("__chart")
@@ -261,6 +264,10 @@ def _prepare_chart_currency(frame: pl.LazyFrame, ctx: MappingContext,
 
 def _currency(ctx: MappingContext, schema: Schema) -> pl.Expr:
     return pl.col("__currency").fill_null("")
+
+
+def _reporting_currency(ctx: MappingContext, schema: Schema) -> pl.Expr:
+    return pl.col("__reporting_currency").fill_null("")
 
 
 RULES: dict[str, Rule] = {
@@ -286,6 +293,7 @@ RULES: dict[str, Rule] = {
     "remit_country": _remit("country"),
     "accounting_currency": Rule(_currency, ("LegalEntityId",), _prepare_company_currency),
     "chart_currency": Rule(_currency, ("ChartOfAccounts",), _prepare_chart_currency),
+    "chart_reporting_currency": Rule(_reporting_currency, ("ChartOfAccounts",), _prepare_chart_currency),
 }
 
 

@@ -206,6 +206,10 @@ GL_ACCOUNT = TargetMapping(
         ("Type", Field("MainAccountType", "enum")),
         ("Inactive", Derived("suspended")),
         ("Account currency", Derived("chart_currency")),
+        ("Local currency", Derived("chart_currency")),
+        ("Alternate currency", Derived("chart_reporting_currency")),
+        ("Category", Field("MainAccountCategory")),
+        ("Short description", Field("Name")),
     ),
     erp_source_column=ERP_SOURCE, legal_entity_column=None,
     source_fields=MAIN_ACCOUNT_FIELDS,
@@ -228,6 +232,8 @@ COST_CENTER = TargetMapping(
         # APO matches an invoice's cost center on account number + ERP source (reference §3.11).
         ("Account number", Field("DimensionValue")),
         ("Name", Field("Description")),
+        # The dimension value's owner in F&O (a worker): the person responsible, as the stage's Manager. [inference]
+        ("Manager", Field("Owner")),
         ("Valid from", Field("ActiveFrom", "date")),
         ("Valid to", Derived("valid_to")),
         ("Suspended", Derived("suspended")),

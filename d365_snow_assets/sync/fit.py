@@ -36,7 +36,7 @@ from .targets import TARGETS, load_mappings, mapping_context
 # F&O fields read outside the mappings: the ledgers' currency and chart, the posted-invoice and settlement reads,
 # and the duplicate-invoice policy.
 OTHER_D365_FIELDS: dict[str, tuple[str, ...]] = {
-    "Ledgers": ("LegalEntityId", "AccountingCurrency", "ChartOfAccounts"),
+    "Ledgers": ("LegalEntityId", "AccountingCurrency", "ReportingCurrency", "ChartOfAccounts"),
     HEADER_ENTITY: HEADER_PROPERTIES,
     LINE_ENTITY: LINE_PROPERTIES,
     "VendInvoiceJourBiEntities": ("dataAreaId", "InvoiceAccount", "InvoiceId", "LedgerVoucher", "InvoiceDate",

@@ -43,6 +43,9 @@ class SyncTarget:
     staging_table: str
     per_company: bool
     validate_accounts: bool = False  # hold back rows whose GL account / cost center is missing or inactive
+    # Targets whose records this one's transform map looks up (a reference must exist before the row that names
+    # it: a cost center names its legal entity, an order line its order): pushed first.
+    after: tuple[str, ...] = ()
 
     def mapping(self, mappings: dict[str, TargetMapping] | None = None) -> TargetMapping:
         return (mappings or DEFAULT_MAPPINGS)[self.staging_table]
@@ -53,10 +56,13 @@ class SyncTarget:
 TARGETS: tuple[SyncTarget, ...] = (
     SyncTarget("legal_entities", "sn_fcms_intg_legal_entity_stage", per_company=False),
     SyncTarget("gl_accounts", "sn_fcms_intg_gl_account_stage", per_company=False),
-    SyncTarget("cost_centers", "sn_fcms_intg_imp_cost_center", per_company=False),
-    SyncTarget("suppliers", "sn_fcms_intg_imp_supplier", per_company=False),
-    SyncTarget("supplier_legal_entities", "sn_fcms_intg_supplier_legal_entity_inbound", per_company=False),
-    SyncTarget("purchase_orders", "sn_fcms_intg_imp_order", per_company=True),
-    SyncTarget("purchase_order_lines", "sn_fcms_intg_imp_order_line", per_company=True, validate_accounts=True),
+    SyncTarget("cost_centers", "sn_fcms_intg_imp_cost_center", per_company=False, after=("legal_entities",)),
+    SyncTarget("suppliers", "sn_fcms_intg_imp_supplier", per_company=False, after=("legal_entities",)),
+    SyncTarget("supplier_legal_entities", "sn_fcms_intg_supplier_legal_entity_inbound", per_company=False,
+               after=("suppliers", "legal_entities")),
+    SyncTarget("purchase_orders", "sn_fcms_intg_imp_order", per_company=True,
+               after=("suppliers", "legal_entities", "cost_centers")),
+    SyncTarget("purchase_order_lines", "sn_fcms_intg_imp_order_line", per_company=True, validate_accounts=True,
+               after=("purchase_orders", "gl_accounts", "cost_centers")),
 )
 TARGETS_BY_NAME = {t.name: t for t in TARGETS}

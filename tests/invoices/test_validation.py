@@ -52,7 +52,7 @@ def test_on_hold_payment_does_not_block():
     (header(), [line(1), line(2, cost_center="CC02")], "Line 2: cost center CC02 is suspended in Dynamics 365."),
     (header(), [line(1), line(2, cost_center="CC05")],  # company value (suspended) wins over the shared one
      "Line 2: cost center CC05 is suspended in Dynamics 365."),
-    (header(), [line(1), line(2, cost_center="")], "Line 2: the cost center is missing."),
+    (header(), [line(1), line(2, cost_center="", purchase_order_line="")], "Line 2: the cost center is missing."),
     (header(), [line(1), line(2, purchase_order_line="7")],
      "Line 2: purchase order line 7 of PO-1 does not exist in Dynamics 365."),
     (header(), [line(1), line(2, purchase_order_line="3")],
@@ -70,6 +70,12 @@ def test_each_rule(h, lines, expected):
     v = validate(h, lines)
     assert not v.valid
     assert expected in v.problems, v.problems
+
+
+def test_a_line_matched_to_a_po_line_needs_no_cost_center_of_its_own():
+    """Its distribution comes from the PO line; a fifth of F&O's PO lines have no cost center (DESIGN §5.1)."""
+    v = validate(header(), [line(1), line(2, cost_center="")])
+    assert v.valid, v.problems
 
 
 def test_shared_cost_center_and_item_lines_are_fine():

@@ -129,16 +129,17 @@ def test_order_headers_with_po_amount_and_the_vendors_name():
 
 def ledgers():
     return pl.DataFrame({"LegalEntityId": ["demf", "usmf", "gbsi"], "AccountingCurrency": ["EUR", "USD", "GBP"],
-                         "ChartOfAccounts": ["Shared", "Shared", "UK"]})
+                         "ReportingCurrency": ["USD", "EUR", "USD"], "ChartOfAccounts": ["Shared", "Shared", "UK"]})
 
 
 def test_gl_accounts_take_the_first_configured_companys_currency():
     accounts = pl.DataFrame({"ChartOfAccounts": ["Shared"] * 2, "MainAccountId": ["600100", "110110"],
                              "Name": ["Travel, meals & \"fun\"", "Cash"], "MainAccountType": ["Expense", "Asset"],
-                             "IsSuspended": ["No", "Yes"]})
+                             "MainAccountCategory": ["EXP", "BS"], "IsSuspended": ["No", "Yes"]})
+    travel = 'Travel, meals & "fun"'
     assert apply_mapping(GL_ACCOUNT, accounts, CTX, {"Ledgers": ledgers()}).rows() == [
-        ("D365FO-PROD", "600100", 'Travel, meals & "fun"', 'Travel, meals & "fun"', "Expense", "false", "USD"),
-        ("D365FO-PROD", "110110", "Cash", "Cash", "Asset", "true", "USD"),
+        ("D365FO-PROD", "600100", travel, travel, "Expense", "false", "USD", "USD", "EUR", "EXP", travel),
+        ("D365FO-PROD", "110110", "Cash", "Cash", "Asset", "true", "USD", "USD", "EUR", "BS", "Cash"),
     ]
 
 
@@ -147,13 +148,14 @@ def test_cost_centers_valid_to_and_scope():
         "FinancialDimension": ["CostCenter", "Department", "CostCenter", "CostCenter"],
         "LegalEntityId": ["usmf", "usmf", "", "gbsi"], "DimensionValue": ["007", "022", "CC-9", "010"],
         "Description": ["Sales", "HR", "Shared ops", "UK"], "IsSuspended": ["No", "No", "Yes", "No"],
+        "Owner": ["000123", "", "", ""],
         "ActiveFrom": ["1900-01-01T12:00:00Z", "2020-01-01T12:00:00Z", "2024-02-29T12:00:00Z", None],
         "ActiveTo": ["2154-12-31T23:59:59Z", "1900-01-01T12:00:00Z", "1900-01-01T12:00:00Z", None],
     })
     out = apply_mapping(COST_CENTER, dims, CTX)
     assert out.rows() == [
-        ("D365FO-PROD", "USMF", "007", "007", "Sales", "", "2154-12-31", "false", "2154-12-31"),
-        ("D365FO-PROD", "", "CC-9", "CC-9", "Shared ops", "2024-02-29", "2026-12-05", "true", ""),
+        ("D365FO-PROD", "USMF", "007", "007", "Sales", "000123", "", "2154-12-31", "false", "2154-12-31"),
+        ("D365FO-PROD", "", "CC-9", "CC-9", "Shared ops", "", "2024-02-29", "2026-12-05", "true", ""),
     ]
     assert "Valid to" not in COST_CENTER.hashed and "Suspended" not in COST_CENTER.sent
 

@@ -55,13 +55,15 @@ EXTRACTS: tuple[ExtractSpec, ...] = (
     ExtractSpec("LegalEntities", ("LegalEntityId",), per_company=False,
                 description="The companies (F&O `LegalEntities`), the source of ServiceNow legal entities."),
     ExtractSpec("Ledgers", ("LegalEntityId",), per_company=False,
-                extra_fields=("Name", "AccountingCurrency", "ChartOfAccounts"),
+                extra_fields=("Name", "AccountingCurrency", "ReportingCurrency", "ChartOfAccounts"),
                 description="Each company's ledger (F&O `Ledgers`): its accounting currency and chart of accounts."),
     ExtractSpec("VendorsV2", ("dataAreaId", "VendorAccountNumber"), per_company=True, all_companies=True,
                 extra_fields=("VendorPartyNumber",),
                 description="Vendors of every configured legal entity (F&O `VendorsV2`, one snapshot per company), "
                             "the source of ServiceNow suppliers and their legal-entity mappings."),
+    # Invoice validation reads the invoice vendor of an order (a PO may be invoiced by another vendor account).
     ExtractSpec("PurchaseOrderHeadersV2", ("dataAreaId", "PurchaseOrderNumber"), per_company=True,
+                extra_fields=("InvoiceVendorAccountNumber",),
                 description="Purchase order headers of one legal entity (F&O `PurchaseOrderHeadersV2`)."),
     ExtractSpec("PurchaseOrderLinesV2", ("dataAreaId", "PurchaseOrderNumber", "LineNumber"), per_company=True,
                 description="Purchase order lines of one legal entity (F&O `PurchaseOrderLinesV2`)."),

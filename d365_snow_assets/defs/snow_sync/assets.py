@@ -7,7 +7,7 @@ import polars as pl
 
 from ...sync.plan import LINE_ACCOUNT_COLUMNS, SyncPlan, build_plan, reference_data
 from ...sync.push import AuditContext, push_plan
-from ...sync.targets import TARGETS, SyncTarget, mapping_context
+from ...sync.targets import TARGETS, TARGETS_BY_NAME, SyncTarget, mapping_context
 from ...validation.reference_data import check_account_references
 from ..d365_extract.assets import extract_key
 from ..failures import fail_fast_on_configuration
@@ -44,7 +44,7 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         FIT_CHECK, asset=key, blocking=True,
         description=f"The mapping fits this ServiceNow instance's `{mapping.staging_table}`: every key field resolves "
                     "to one column, a transform map reads the table and coalesces on the connector's key. Fails "
-                    "(and nothing is pushed) on a blocking finding of `d365-snow fit`; warns on the others.")]
+                    "(and nothing is pushed) on a blocking finding of `d365-snow fit`; lists the others.")]
     checks += [
         dg.AssetCheckSpec(ACCOUNTS_CHECK, asset=key, blocking=True,
                           description="Every line references an existing, active GL account and cost center. Lines "
@@ -94,9 +94,10 @@ def fit_check(plan: SyncPlan) -> dg.AssetCheckResult:
     if findings:
         metadata["findings"] = preview_table(pl.DataFrame([f.as_dict() for f in findings]),
                                              ["severity", "label", "message"])
-    severity = dg.AssetCheckSeverity.ERROR if plan.blocked else dg.AssetCheckSeverity.WARN
-    return dg.AssetCheckResult(check_name=FIT_CHECK, passed=not findings, severity=severity, metadata=metadata,
-                               description=(plan.blocked or findings)[0].message if findings else None)
+    # Warnings (a mandatory field F&O has no source for) are listed, not failed on: they hold on every run until
+    # an admin acts, and a check that always warns teaches people to ignore checks.
+    return dg.AssetCheckResult(check_name=FIT_CHECK, passed=not plan.blocked, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata=metadata, description=plan.blocked[0].message if plan.blocked else None)
 
 
 def _account_check(plan: SyncPlan, warehouse: WarehouseResource) -> dg.AssetCheckResult:
@@ -125,6 +126,7 @@ def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=push_key(target), ins={"plan": dg.AssetIn(plan_key(target))}, group_name="servicenow",
+        deps=[push_key(TARGETS_BY_NAME[name]) for name in target.after],
         kinds={"servicenow"}, partitions_def=LEGAL_ENTITY if target.per_company else None,
         description=f"ServiceNow `{mapping.target_table}`, kept current through the Import Set API "
                     f"(`{mapping.staging_table}`, coalesce on {', '.join(mapping.coalesce)}). Every record sent "

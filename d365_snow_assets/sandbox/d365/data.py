@@ -113,14 +113,20 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
                      [[i, c.id, c.currency, c.country, c.iso, c.city] for i, c in enumerate(comps)])
 
     # -- legal entities and AP parameters ---------------------------------------------------------------------
+    # Structured address fields as in a recorded real LegalEntities row (NangoHQ integration-templates test data).
     conn.executemany('INSERT INTO LegalEntities BY NAME SELECT ? AS LegalEntityId, ? AS "Name", ? AS NameAlias, '
                      '? AS PartyNumber, ? AS AddressCountryRegionId, ? AS AddressCountryRegionISOCode, '
+                     '? AS AddressStreet, ? AS AddressCity, ? AS AddressZipCode, '
                      '? AS FullPrimaryAddress, ? AS LanguageId, ? AS TimeZone, ? AS VATNum',
-                     [[c.id, c.name, c.id.upper(), f"{i + 1:09d}", c.country, c.iso,
-                       f"1 Factory Road\n{c.city}\n{c.country}", c.language, c.timezone, f"{c.iso}{100000 + i}"]
+                     [[c.id, c.name, c.id.upper(), f"{i + 1:09d}", c.country, c.iso, "1 Factory Road", c.city,
+                       f"{10000 + i * 1111}", f"1 Factory Road\n{c.city}\n{c.country}", c.language, c.timezone,
+                       f"{c.iso}{100000 + i}"]
                       for i, c in enumerate(comps)])
+    # Group reporting in USD: the reporting currency of every ledger (a common setup; the field is observed in
+    # F&O's metadata, the value is a choice of this data set).
     conn.executemany('INSERT INTO Ledgers BY NAME SELECT ? AS LegalEntityId, ? AS "Name", ? AS ChartOfAccounts, '
-                     '? AS AccountingCurrency', [[c.id, c.id.upper(), CHART_OF_ACCOUNTS, c.currency] for c in comps])
+                     '? AS AccountingCurrency, ? AS ReportingCurrency',
+                     [[c.id, c.id.upper(), CHART_OF_ACCOUNTS, c.currency, "USD"] for c in comps])
     conn.executemany("INSERT INTO VendorParameters BY NAME SELECT ? AS dataAreaId, 'NoDuplicate' AS "
                      "IsCheckInvoiceNumberUsed, 'Yes' AS CheckTheTaxInvoiceNumberUsed, 'Yes' AS "
                      "EnableInvoiceMatchingValidation, 'Warning' AS PostInvoiceMatchDiscrepancies",
@@ -178,6 +184,8 @@ def generate(conn: duckdb.DuckDBPyConnection, size: SandboxDataSize) -> list[Com
                '+1 555 ' || lpad((h(pk, 16) % 10000000)::VARCHAR, 7, '0') AS PrimaryPhoneNumber,
                country AS AddressCountryRegionId, iso AS AddressCountryRegionISOCode, city AS AddressCity,
                street AS AddressStreet, zip AS AddressZipCode,
+               CASE WHEN iso = 'US' THEN {_pick(["IL", "TX", "OH", "WA", "GA"], "h(pk, 17)")} ELSE '' END
+                 AS AddressStateId,
                street || chr(10) || city || ' ' || zip || chr(10) || country AS FormattedPrimaryAddress
         FROM v""")
 

@@ -96,7 +96,7 @@ _SETS = [
         "VendorInvoiceLineMatchingPolicy:e:PurchMatchingPolicyOption IsOneTimeVendor:e:NoYes "
         "InvoiceVendorAccountNumber SalesTaxGroupCode TaxExemptNumber PrimaryEmailAddress PrimaryPhoneNumber "
         "AddressCountryRegionId AddressCountryRegionISOCode AddressCity AddressStreet AddressZipCode "
-        "FormattedPrimaryAddress DefaultLedgerDimensionDisplayValue")),
+        "AddressStateId AddressCountyId FormattedPrimaryAddress DefaultLedgerDimensionDisplayValue")),
     EntitySet("PurchaseOrderHeadersV2", "PurchaseOrderHeaderV2", "PurchPurchaseOrderHeaderV2Entity",
               ("dataAreaId", "PurchaseOrderNumber"), _props(
         "dataAreaId PurchaseOrderNumber OrderVendorAccountNumber InvoiceVendorAccountNumber PurchaseOrderName "
@@ -124,12 +124,13 @@ _SETS = [
               company_scoped=False),
     EntitySet("LegalEntities", "LegalEntity", "OMLegalEntity", ("LegalEntityId",), _props(
         "LegalEntityId Name NameAlias PartyNumber AddressCountryRegionId AddressCountryRegionISOCode "
+        "AddressStreet AddressCity AddressZipCode AddressState AddressCounty "
         "FullPrimaryAddress LanguageId TimeZone:e:Timezone VATNum RegistrationNumber CompanyType"),
               company_scoped=False),
     # The ledger of each company: its chart of accounts and accounting currency (the connector's "Local currency"
     # and GL "Account currency"). inference: entity, key and field names are not in reference/d365.md.
     EntitySet("Ledgers", "Ledger", "LedgerEntity", ("LegalEntityId",), _props(
-        "LegalEntityId Name ChartOfAccounts AccountingCurrency"), company_scoped=False),
+        "LegalEntityId Name ChartOfAccounts AccountingCurrency ReportingCurrency"), company_scoped=False),
     EntitySet("VendorParameters", "VendorParameter", "VendParametersEntity", ("dataAreaId",), _props(
         "dataAreaId IsCheckInvoiceNumberUsed:e:ReuseVoucher CheckTheTaxInvoiceNumberUsed:e:NoYes "
         "VendInvoiceInUseRecoverEnable:e:NoYes EnableInvoiceMatchingValidation:e:NoYes "
