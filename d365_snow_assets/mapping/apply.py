@@ -39,6 +39,16 @@ def source_columns(mapping: TargetMapping) -> list[str]:
     return list(dict.fromkeys(needed))
 
 
+def related_columns(mapping: TargetMapping) -> dict[str, list[str]]:
+    """The fields ``mapping`` reads from its related entities (entity -> fields), for their ``$select``."""
+    needed: dict[str, list[str]] = {}
+    for _, source in mapping.columns:
+        if isinstance(source, Derived):
+            for entity, fields in RULES[source.rule].related_reads.items():
+                needed.setdefault(entity, []).extend(fields)
+    return {entity: list(dict.fromkeys(fields)) for entity, fields in needed.items()}
+
+
 def apply_mapping(
     mapping: TargetMapping,
     frame: FrameLike,

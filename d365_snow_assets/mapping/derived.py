@@ -8,7 +8,7 @@ stays one vectorized pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import polars as pl
@@ -35,6 +35,8 @@ class Rule:
     expr: Callable[[MappingContext, Schema], pl.Expr]
     reads: tuple[str, ...]
     prepare: Prepare | None = None
+    # Fields the preparation reads from another entity (entity -> fields), for that entity's $select.
+    related_reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _t(schema: Schema, column: str) -> pl.Expr:
@@ -224,7 +226,7 @@ def _prepare_remit(frame: pl.LazyFrame, ctx: MappingContext, related: Mapping[st
 
 def _remit(part: str) -> Rule:
     return Rule(lambda ctx, schema: pl.col(f"__remit_{part}").fill_null(""), ("dataAreaId", "AccountNum"),
-                _prepare_remit)
+                _prepare_remit, {"VendorsV2": ("dataAreaId", _ACCOUNT, *_REMIT.values())})
 
 
 def _ledgers(related: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
@@ -270,6 +272,8 @@ def _reporting_currency(ctx: MappingContext, schema: Schema) -> pl.Expr:
     return pl.col("__reporting_currency").fill_null("")
 
 
+_LEDGER_CHART_READS = {"Ledgers": ("LegalEntityId", "ChartOfAccounts", "AccountingCurrency", "ReportingCurrency")}
+
 RULES: dict[str, Rule] = {
     "erp_source": Rule(lambda ctx, schema: pl.lit(ctx.erp_source, dtype=pl.String), ()),
     "vendor_name": Rule(_vendor_name, _VENDOR_NAME_READS),
@@ -278,12 +282,14 @@ RULES: dict[str, Rule] = {
     "vendor_party_conflict": Rule(_party_conflict, ("dataAreaId", _ACCOUNT, "VendorPartyNumber"),
                                   _prepare_party_conflicts),
     "order_vendor_name": Rule(lambda ctx, schema: pl.col(_ORDER_VENDOR_NAME).fill_null(""),
-                              ("dataAreaId", "OrderVendorAccountNumber"), _prepare_order_vendor),
+                              ("dataAreaId", "OrderVendorAccountNumber"), _prepare_order_vendor,
+                              {"VendorsV2": ("dataAreaId", _ACCOUNT, *_VENDOR_NAME_READS)}),
     "suspended": Rule(_suspended, ("IsSuspended",)),
     "valid_to": Rule(_valid_to, ("ActiveTo", "IsSuspended")),
     "product_name": Rule(_product_name, ("ItemNumber", "LineDescription")),
     "cost_center_segment": Rule(_cost_center, ("DefaultLedgerDimensionDisplayValue",)),
-    "po_amount": Rule(_po_amount, ("dataAreaId", "PurchaseOrderNumber"), _prepare_po_amount),
+    "po_amount": Rule(_po_amount, ("dataAreaId", "PurchaseOrderNumber"), _prepare_po_amount,
+                      {"PurchaseOrderLinesV2": ("dataAreaId", "PurchaseOrderNumber", "LineAmount")}),
     "payment_amount": Rule(_payment_amount, ("SettleAmountCur",)),
     "payment_method": Rule(_payment_method, ("PaymMode",)),
     "remit_street": _remit("street"),
@@ -291,9 +297,11 @@ RULES: dict[str, Rule] = {
     "remit_state": _remit("state"),
     "remit_zip": _remit("zip"),
     "remit_country": _remit("country"),
-    "accounting_currency": Rule(_currency, ("LegalEntityId",), _prepare_company_currency),
-    "chart_currency": Rule(_currency, ("ChartOfAccounts",), _prepare_chart_currency),
-    "chart_reporting_currency": Rule(_reporting_currency, ("ChartOfAccounts",), _prepare_chart_currency),
+    "accounting_currency": Rule(_currency, ("LegalEntityId",), _prepare_company_currency,
+                                {"Ledgers": ("LegalEntityId", "AccountingCurrency")}),
+    "chart_currency": Rule(_currency, ("ChartOfAccounts",), _prepare_chart_currency, _LEDGER_CHART_READS),
+    "chart_reporting_currency": Rule(_reporting_currency, ("ChartOfAccounts",), _prepare_chart_currency,
+                                     _LEDGER_CHART_READS),
 }
 
 

@@ -24,7 +24,7 @@ from ..discovery.model import InstanceSchema
 from ..discovery.outbound import resolve_outbound
 from ..discovery.reader import denied_warning
 from ..invoices.payloads import HEADER_ENTITY, HEADER_PROPERTIES, LINE_ENTITY, LINE_PROPERTIES
-from ..mapping import MappingContext, source_columns
+from ..mapping import MappingContext, related_columns, source_columns
 from ..mapping.derived import DEFAULT_PAYMENT_METHODS
 from ..mapping.spec import Const, Derived, Source, TargetMapping
 from ..settings import ConnectorSettings
@@ -36,7 +36,6 @@ from .targets import TARGETS, load_mappings, mapping_context
 # F&O fields read outside the mappings: the ledgers' currency and chart, the posted-invoice and settlement reads,
 # and the duplicate-invoice policy.
 OTHER_D365_FIELDS: dict[str, tuple[str, ...]] = {
-    "Ledgers": ("LegalEntityId", "AccountingCurrency", "ReportingCurrency", "ChartOfAccounts"),
     HEADER_ENTITY: HEADER_PROPERTIES,
     LINE_ENTITY: LINE_PROPERTIES,
     "VendInvoiceJourBiEntities": ("dataAreaId", "InvoiceAccount", "InvoiceId", "LedgerVoucher", "InvoiceDate",
@@ -187,6 +186,8 @@ def fit_d365(client: D365Client, mappings: Mapping[str, TargetMapping], legal_en
     wanted: dict[str, set[str]] = {entity: set(fields) for entity, fields in OTHER_D365_FIELDS.items()}
     for mapping in mappings.values():
         wanted.setdefault(mapping.source_entity, set()).update(source_columns(mapping))
+        for entity, fields in related_columns(mapping).items():
+            wanted.setdefault(entity, set()).update(fields)
     findings: list[Finding] = []
     declared = client.entity_properties(wanted)
     for entity, fields in sorted(wanted.items()):

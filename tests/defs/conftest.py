@@ -41,12 +41,23 @@ class Connector:
         return self.server.world.snow.select(table, query)
 
 
-@pytest.fixture
-def connector(tmp_path: Path) -> Iterator[Connector]:
-    with SandboxServer(SandboxConfig(data=SandboxDataSize.small())) as server:
+def _connector(tmp_path: Path, instance: str) -> Iterator[Connector]:
+    with SandboxServer(SandboxConfig(data=SandboxDataSize.small(), snow_instance=instance)) as server:
         home = tmp_path / "home"
         env = {**server.env(), "D365SNOW_HOME": str(home)}
         with pytest.MonkeyPatch.context() as mp:
             for name, value in env.items():
                 mp.setenv(name, value)
             yield Connector(server, home, env)
+
+
+@pytest.fixture
+def connector(tmp_path: Path) -> Iterator[Connector]:
+    """The sandbox as ServiceNow documents it."""
+    yield from _connector(tmp_path, "documented")
+
+
+@pytest.fixture
+def variant_connector(tmp_path: Path) -> Iterator[Connector]:
+    """The variant instance: other column names, status values, insertMultiple mode and one map's coalesce."""
+    yield from _connector(tmp_path, "variant")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ...clients.d365 import D365Client, page_frame
-from ...mapping import DEFAULT_MAPPINGS, source_columns
+from ...mapping import DEFAULT_MAPPINGS, related_columns, source_columns
 from ...mapping.spec import TargetMapping
 from ...warehouse.snapshots import RawPages
 
@@ -27,15 +27,13 @@ class ExtractSpec:
     all_companies: bool = False
 
     def select(self, mappings: dict[str, TargetMapping] | None = None) -> list[str]:
-        """The ``$select`` list: keys, what every mapping sourced from this entity needs, and the extra fields.
-
-        Mappings that only use this entity as a related one (orders summing their lines) read columns the
-        entity's own mapping already selects.
-        """
+        """The ``$select`` list: keys, what every mapping sourced from this entity needs, what mappings that join
+        it as a related entity read (an order names its vendor's legal name), and the extra fields."""
         fields: list[str] = [*self.key_columns]
         for mapping in (mappings or DEFAULT_MAPPINGS).values():
             if mapping.source_entity == self.entity_set:
                 fields.extend(source_columns(mapping))
+            fields.extend(related_columns(mapping).get(self.entity_set, ()))
         fields.extend(self.extra_fields)
         if self.per_company:
             fields.append("dataAreaId")
@@ -55,7 +53,6 @@ EXTRACTS: tuple[ExtractSpec, ...] = (
     ExtractSpec("LegalEntities", ("LegalEntityId",), per_company=False,
                 description="The companies (F&O `LegalEntities`), the source of ServiceNow legal entities."),
     ExtractSpec("Ledgers", ("LegalEntityId",), per_company=False,
-                extra_fields=("Name", "AccountingCurrency", "ReportingCurrency", "ChartOfAccounts"),
                 description="Each company's ledger (F&O `Ledgers`): its accounting currency and chart of accounts."),
     ExtractSpec("VendorsV2", ("dataAreaId", "VendorAccountNumber"), per_company=True, all_companies=True,
                 extra_fields=("VendorPartyNumber",),
