@@ -179,7 +179,8 @@ def check_snow(settings: ConnectorSettings, client: ServiceNowClient | None = No
         found: dict[str, Any] = {}
 
         def discover() -> str:
-            schema = load_schema(snow, Warehouse(StatePaths(settings.home).ensure().warehouse))
+            # Fresh, never the cache: the write check below is safe only on the coalesce the instance has now.
+            schema = load_schema(snow, Warehouse(StatePaths(settings.home).ensure().warehouse), refresh=True)
             found["schema"], found["mappings"] = schema, load_mappings(schema=schema)
             return (f"schema of {len(schema.tables)} tables read" if schema.access.get("sys_dictionary") == "ok"
                     else "dictionary not readable: documented defaults assumed (see `d365-snow fit`)")
