@@ -32,13 +32,14 @@ def staging(n: int, offset: int = 0, changed_every: int = 0) -> pl.DataFrame:
         price = pl.select(price).to_series()
     le = pl.when(i % 3 == 0).then(pl.lit("USMF")).otherwise(pl.lit("DEMF"))
     return pl.DataFrame({"i": i}).select(
-        erp_source=pl.lit("D365FO"), legal_entity=le,
-        erp_po_number=pl.format("PO-{}", pl.col("i") // 10), erp_po_line_number=(pl.col("i") % 10).cast(pl.String),
-        item_number=pl.format("ITEM-{}", pl.col("i") % 5000), description=pl.format('Steel "{}" 10^3', pl.col("i")),
-        category=pl.lit("Structural Steel"), quantity=(pl.col("i") % 50).cast(pl.String), unit=pl.lit("ea"),
-        unit_price=price, line_amount=pl.lit("100.00"), line_status=pl.lit("Backorder"),
-        gl_account=pl.lit("600100"), cost_center=pl.lit("007"), requested_delivery_date=pl.lit("2026-07-01"),
-        matching_policy=pl.lit("ThreeWayMatch"),
+        pl.lit("D365FO").alias("ERP source"), le.alias("Legal entity"),
+        pl.format("PO-{}", pl.col("i") // 10).alias("ERP PO number"),
+        (pl.col("i") % 10).cast(pl.String).alias("ERP PO line number"),
+        pl.format("ITEM-{}", pl.col("i") % 5000).alias("Product name"),
+        (pl.col("i") % 50).cast(pl.String).alias("Purchase quantity"), pl.lit("ea").alias("Unit"),
+        price.alias("Unit price"), pl.lit("100.00").alias("Total line amount"),
+        pl.lit("2026-07-01").alias("Expected delivery date"), pl.lit("600100").alias("General Ledger Account"),
+        pl.lit("007").alias("Cost center"), pl.lit("Backorder").alias("Status"),
     )
 
 

@@ -21,12 +21,20 @@ STAGING = "sn_fcms_intg_imp_supplier"
 
 
 def supplier_rows(n: int, offset: int = 0) -> list[dict[str, str]]:
-    """``n`` distinct supplier staging rows (a new coalesce key each, so every row is an insert)."""
-    return [{"erp_source": "D365FO", "legal_entity": "USMF", "supplier_code": f"BENCH-{i:08d}",
-             "name": f"Bench Supplier {i}", "supplier_group": "10", "currency": "USD", "payment_terms": "Net30",
-             "payment_method": "CHECK", "tax_id": f"TX{i:09d}", "email": f"ap{i}@example.com",
-             "phone": "+1 555 0100", "street": f"{i} Main Street", "city": "Seattle", "zip": "98052",
-             "country": "US", "on_hold": "false", "active": "true"} for i in range(offset, offset + n)]
+    """``n`` distinct supplier staging rows by documented label (a new key each, so every row is an insert)."""
+    return [{"ERP source": "D365FO", "ERP company code": f"BENCH-{i:08d}", "Legal name": f"Bench Supplier {i}",
+             "Legal entities": "USMF", "Accepted purchasing currency": "USD", "Payment term": "Net30",
+             "Tax id": f"TX{i:09d}", "Primary phone number": "+1 555 0100", "Street address": f"{i} Main Street",
+             "City": "Seattle", "State / Province": "WA", "Zip / Postal code": "98052", "Country": "US",
+             "Status": "active"} for i in range(offset, offset + n)]
+
+
+def _by_column(row: dict[str, str]) -> dict[str, str]:
+    """A label-keyed row keyed by the documented default column names, as the single-row Import Set API takes it
+    (the sandbox's documented instance uses them)."""
+    from d365_snow_assets.discovery.documented import infer_element
+
+    return {infer_element(label): value for label, value in row.items()}
 
 
 def _align(window_s: float) -> None:
@@ -38,7 +46,7 @@ def _align(window_s: float) -> None:
 
 def ours(n: int, offset: int, window_s: float) -> dict[str, Any]:
     """ServiceNowClient.insert_multiple as sync.push calls it: CHUNK_ROWS rows per call, PARALLEL_BATCHES batches
-    in flight."""
+    in flight, keys by label (the instance's documented insertMultiple default)."""
     from d365_snow_assets.clients.servicenow import ServiceNowClient
     from d365_snow_assets.settings import load_settings
     from d365_snow_assets.sync.push import CHUNK_ROWS, PARALLEL_BATCHES
@@ -78,7 +86,7 @@ def record_at_a_time(n: int, offset: int, window_s: float, budget_s: float) -> d
         start = time.perf_counter()
         for row in supplier_rows(n, offset):
             while True:
-                response = http.post(f"{base}/api/now/import/{STAGING}", json=row, headers=headers)
+                response = http.post(f"{base}/api/now/import/{STAGING}", json=_by_column(row), headers=headers)
                 if response.status_code != 429:
                     break
                 # What a careful script does: honour Retry-After.

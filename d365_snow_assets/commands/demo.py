@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,8 +96,9 @@ def _print_invoices(outcomes: list[RunOutcome], server: Any) -> None:
     totals = invoice_totals(outcomes)
     snow = server.world.snow
     snow.drain_imports()
-    status = Counter(r["integration_status"] for r in snow.select("sn_spend_intg_outbound_invoice"))
-    states = Counter(r["state"] for r in snow.select("sn_shop_invoice"))
+    status = {k.lower(): v for k, v in snow.label_counts("sn_spend_intg_outbound_invoice",
+                                                           "Integration status").items()}
+    states = snow.label_counts("sn_shop_invoice", "Status")
     invoice_runs = [o for o in outcomes if o.job == "invoice_round_trip"]
     last_cycle = invoice_runs[-len({o.partition for o in invoice_runs}):] if invoice_runs else []
     mismatches = sum(int(o.materializations.get("invoices/reconciliation", {}).get("mismatches", 0) or 0)
@@ -107,7 +107,7 @@ def _print_invoices(outcomes: list[RunOutcome], server: Any) -> None:
         f"Invoices ServiceNow → F&O: {totals.get('created', 0) + totals.get('reused', 0)} posted to F&O as pending "
         f"invoices, {totals.get('rejected', 0)} rejected with a message for the AP clerk, {totals.get('error', 0)} "
         f"errors; in ServiceNow {status.get('processed', 0)} processed, {status.get('error', 0)} in error, "
-        f"{status.get('new', 0) + status.get('in_progress', 0)} waiting.")
+        f"{status.get('new', 0) + status.get('in progress', 0)} waiting.")
     console.print("ServiceNow invoice states: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
                   + f"; reconciliation mismatches in the last cycle: {mismatches}")
 

@@ -93,11 +93,12 @@ def test_names_holds_and_suspensions_keep_their_shares(d365):
 
 def test_ledgers_per_company(d365, d365_client):
     assert d365.read("SELECT * FROM Ledgers ORDER BY LegalEntityId") == [
-        {"LegalEntityId": le, "Name": le.upper(), "ChartOfAccounts": "General Chart", "AccountingCurrency": cur}
+        {"LegalEntityId": le, "Name": le.upper(), "ChartOfAccounts": "General Chart", "AccountingCurrency": cur,
+         "ReportingCurrency": "USD"}
         for le, cur in (("demf", "EUR"), ("gbsi", "GBP"), ("usmf", "USD"))]
     metadata = d365_client.get("/data/$metadata").text
     assert '<EntityType Name="Ledger">\n<Key><PropertyRef Name="LegalEntityId" /></Key>' in metadata
-    for field in ("Name", "ChartOfAccounts", "AccountingCurrency"):
+    for field in ("Name", "ChartOfAccounts", "AccountingCurrency", "ReportingCurrency"):
         assert f'<Property Name="{field}" Type="Edm.String"' in metadata
     assert '<EntitySet Name="Ledgers" EntityType="Microsoft.Dynamics.DataEntities.Ledger" />' in metadata
     got = d365_client.get("/data/Ledgers", params={"$filter": "LegalEntityId eq 'demf'"}).json()["value"]

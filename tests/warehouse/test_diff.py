@@ -129,7 +129,7 @@ def test_a_deactivation_resends_the_last_accepted_payload_with_the_deactivating_
     deactivation row carries the record as last sent, so it still finds its record."""
     wh = Warehouse(tmp_path / "wh.duckdb")
     row = pl.DataFrame([{"ERP source": "D365FO", "Legal entity": "", "Code": "CC-1", "Account number": "CC-1",
-                         "Name": "Ops", "Valid from": "2020-01-01", "Valid to": "", "Suspended": "false",
+                         "Name": "Ops", "Manager": "", "Valid from": "2020-01-01", "Valid to": "", "Suspended": "false",
                          "Active to": ""}])
     first = wh.diff(COST_CENTER, row, erp_source="D365FO", legal_entities=None)
     sent = first.inserts.with_columns(outcome=pl.lit("inserted"), target_id=pl.lit("sys-1"))

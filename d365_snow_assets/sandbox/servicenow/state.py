@@ -159,6 +159,17 @@ class SnowState:
                 return choice["value"]
         raise KeyError(f"{table}.{element} has no choice labelled {choice_label!r}")
 
+    def label_counts(self, table: str, label: str) -> dict[str, int]:
+        """How many rows of ``table`` hold each choice of the column ``label``, by choice label (for summaries)."""
+        element = self.el(table, label)
+        with self.lock:
+            labels = {c["value"]: c["label"] for c in self.tables[CHOICE].find(("name", "element"), (table, element))}
+            counts: dict[str, int] = {}
+            for row in self.tables[table].rows.values():
+                name = labels.get(row.get(element, ""), row.get(element, ""))
+                counts[name] = counts.get(name, 0) + 1
+            return counts
+
     def is_acl_hidden(self, table: str, sys_id: str) -> bool:
         """Whether the integration user's (simulated) row ACLs hide this outbound invoice: a stable hash of its
         sys_id, so the same rows stay hidden for the whole run."""
