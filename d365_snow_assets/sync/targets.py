@@ -7,15 +7,16 @@ from pathlib import Path
 
 from ..mapping import DEFAULT_MAPPINGS, apply_overrides, overrides_from_toml
 from ..mapping.spec import TargetMapping
-from ..settings import TOML_FILE
+from ..settings import config_path
 
 
-def load_mappings(config_file: Path = Path(TOML_FILE)) -> dict[str, TargetMapping]:
-    """The DESIGN §5.1 mappings with the customer's ``[mapping]`` overrides from ``d365snow.toml`` applied.
+def load_mappings(config_file: Path | None = None) -> dict[str, TargetMapping]:
+    """The DESIGN §5.1 mappings with the customer's ``[mapping]`` overrides from the configuration file
+    (``D365SNOW_CONFIG``, default ``./d365snow.toml``) applied.
 
     Raises :class:`~d365_snow_assets.mapping.MappingError` with a sentence naming the table and column at fault.
     """
-    return apply_overrides(overrides_from_toml(config_file))
+    return apply_overrides(overrides_from_toml(config_file or config_path()))
 
 # The snapshot "legal entity" of company-independent entities (main accounts, financial dimension values).
 SHARED = "shared"
