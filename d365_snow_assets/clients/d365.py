@@ -35,6 +35,7 @@ from .errors import (
     ConfigurationError,
     ConflictError,
     ConnectorError,
+    CredentialsRefusedError,
     DuplicateError,
     ForbiddenError,
     NotFoundError,
@@ -125,6 +126,9 @@ class EntraTokenProvider:
 
     msal serves a cached token until 5 minutes before expiry (§1.2), so after a 401 the rejected token must be
     removed from the cache; otherwise ``acquire_token_for_client`` hands the same token back.
+
+    An error answer of the token endpoint (wrong secret, unknown application or tenant) is final for this provider:
+    :attr:`refused` keeps it and every later call raises it without asking Entra again.
     """
 
     def __init__(self, settings: ConnectorSettings, *, http_client: Any | None = None,
@@ -141,6 +145,7 @@ class EntraTokenProvider:
         self._http = http_client or _TimeoutSession(entra_http_session(settings.ca_bundle), timeout_s)
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = threading.Lock()
+        self.refused: CredentialsRefusedError | None = None
         register_secrets([self._secret])
 
     def _application(self) -> msal.ConfidentialClientApplication:
@@ -165,6 +170,8 @@ class EntraTokenProvider:
 
     def token(self) -> str:
         with self._lock:
+            if self.refused is not None:
+                raise self.refused
             try:
                 # Building the app already fetches the OpenID configuration (reference/d365.md §1.2).
                 app = self._application()
@@ -178,12 +185,13 @@ class EntraTokenProvider:
                 raise TransientError(f"The Entra token endpoint failed ({exc}); try again later.",
                                      system="Entra ID") from None
         if "access_token" not in result:
-            raise self._token_error(result)
+            self.refused = self._token_error(result)
+            raise self.refused
         token = result["access_token"]
         register_secrets([token])
         return token
 
-    def _token_error(self, result: Mapping[str, Any]) -> AuthError:
+    def _token_error(self, result: Mapping[str, Any]) -> CredentialsRefusedError:
         description = str(result.get("error_description") or "")
         code_match = _AADSTS.search(description)
         code = code_match.group(0) if code_match else str(result.get("error") or "unknown_error")
@@ -195,8 +203,10 @@ class EntraTokenProvider:
                 "AADSTS90002": "the tenant (D365SNOW_D365_TENANT_ID) does not exist",
                 "AADSTS500011": "the F&O resource (D365SNOW_D365_URL) is not known to this tenant",
                 }.get(code, "check the app registration and D365SNOW_D365_* settings")
-        return AuthError(f"Entra ID refused the F&O token request ({code}: {first or result.get('error')}); {hint}.",
-                         system="Entra ID", code=code, detail=first)
+        reason = first or str(result.get("error") or "")
+        reason = reason if reason.startswith(code) else f"{code}: {reason}"
+        return CredentialsRefusedError(f"Entra ID refused the F&O token request ({reason}); {hint}.",
+                                       system="Entra ID", code=code, detail=first)
 
     def invalidate(self, token: str | None) -> None:
         """Remove ``token`` (or every access token when None) from msal's cache."""
@@ -463,6 +473,11 @@ class D365Client:
     def close(self) -> None:
         self.transport.close()
         self.tokens.close()
+
+    @property
+    def refused_credentials(self) -> CredentialsRefusedError | None:
+        """Set once Entra ID refused the credentials: this client then sends nothing more."""
+        return self.tokens.refused
 
     def __enter__(self) -> D365Client:
         return self
