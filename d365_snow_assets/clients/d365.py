@@ -5,11 +5,9 @@ Facts it relies on are in reference/d365.md (§ numbers below refer to it).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import ssl
-import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +24,7 @@ import polars as pl
 import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
+from ..paths import write_private
 from ..redaction import get_logger, register_secrets
 from ..settings import ConnectorSettings
 from . import odata
@@ -68,11 +67,14 @@ def _system_ca_file() -> str | None:
     return certifi.where()
 
 
-def combined_ca_bundle(ca_bundle: Path | None) -> str | bool:
+CA_FILE = "entra-ca-bundle.pem"
+
+
+def combined_ca_bundle(ca_bundle: Path | None, home: Path) -> str | bool:
     """A PEM file with the system CAs plus ``ca_bundle``, for requests (which takes one file, not a context).
 
-    Written to the temp directory under a content hash: CA certificates are public, and D365SNOW_HOME may not exist
-    yet when the first token is requested.
+    Written into the connector home (created 0700 if need be) with mode 0600, never at a predictable path in a
+    shared temp directory where another local user could plant a CA first.
     """
     system = _system_ca_file()
     if ca_bundle is None:
@@ -83,35 +85,42 @@ def combined_ca_bundle(ca_bundle: Path | None) -> str | bool:
     except OSError as exc:
         raise ConfigurationError(f"D365SNOW_CA_BUNDLE ({ca_bundle}) could not be read: {exc.strerror}.") from None
     blob = b"\n".join(parts)
-    target = Path(tempfile.gettempdir()) / f"d365snow-ca-{hashlib.sha256(blob).hexdigest()[:16]}.pem"
-    if not target.exists():
-        tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(target)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = home / CA_FILE
+    if not (target.is_file() and target.read_bytes() == blob):
+        write_private(target, blob)  # atomic: processes writing it at once each rename their own temp file
     return str(target)
 
 
-def entra_http_session(ca_bundle: Path | None) -> requests.Session:
+def entra_http_session(ca_bundle: Path | None, home: Path) -> requests.Session:
     """The ``http_client`` for msal: ``trust_env=False`` so REQUESTS_CA_BUNDLE cannot replace ``verify`` (§1.2)."""
     session = requests.Session()
     session.trust_env = False
-    session.verify = combined_ca_bundle(ca_bundle)
+    session.verify = combined_ca_bundle(ca_bundle, home)
     return session
 
 
 class _TimeoutSession:
-    """msal passes no timeout to its http_client; a hung IdP must not hang a run."""
+    """msal passes no timeout to its http_client; a hung IdP must not hang a run.
+
+    It also gives back the proxy that ``trust_env=False`` drops along with REQUESTS_CA_BUNDLE: HTTPS_PROXY /
+    HTTP_PROXY / ALL_PROXY with NO_PROXY, chosen per URL exactly as requests does for a session that trusts the
+    environment, so token requests take the same way out as every other call (httpx honours the same variables).
+    """
 
     def __init__(self, session: requests.Session, timeout: float) -> None:
         self._session, self._timeout = session, timeout
 
-    def get(self, url: str, **kwargs: Any) -> requests.Response:
+    def _kwargs(self, url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs.setdefault("timeout", self._timeout)
-        return self._session.get(url, **kwargs)
+        kwargs.setdefault("proxies", requests.utils.get_environ_proxies(url))
+        return kwargs
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._session.get(url, **self._kwargs(url, kwargs))
 
     def post(self, url: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return self._session.post(url, **kwargs)
+        return self._session.post(url, **self._kwargs(url, kwargs))
 
     def close(self) -> None:
         self._session.close()
@@ -142,7 +151,8 @@ class EntraTokenProvider:
         # Instance discovery asks login.microsoftonline.com about the authority host, which fails (or leaks the
         # host name) for anything that is not a Microsoft cloud (§1.2): keep it only for Microsoft's hosts.
         self.instance_discovery = host in WELL_KNOWN_AUTHORITY_HOSTS
-        self._http = http_client or _TimeoutSession(entra_http_session(settings.ca_bundle), timeout_s)
+        self._http = http_client or _TimeoutSession(entra_http_session(settings.ca_bundle, settings.home),
+                                                    timeout_s)
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = threading.Lock()
         self.refused: CredentialsRefusedError | None = None
