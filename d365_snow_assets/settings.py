@@ -114,20 +114,29 @@ def _parse_config_file(path: Path, mtime_ns: int, size: int) -> ConfigFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"The configuration file {path} could not be read ({exc.__class__.__name__}).") from None
     values = {key.lower(): value for key, value in data.items() if key.lower() not in _OTHER_TABLES}
-    problems = [_unknown_key(key) for key in values if key not in FILE_KEYS]
-    if problems:
-        raise SettingsError(f"{path}: " + " ".join(problems))
+    unknown = [key for key in values if key not in FILE_KEYS]
+    if unknown:
+        raise SettingsError(f"{path}: {_unknown_keys(unknown)}")
     mapping = data.get("mapping", {})
     return ConfigFile(path, exists=True, values=values, mapping=mapping if isinstance(mapping, dict) else {})
 
 
-def _unknown_key(key: str) -> str:
-    bare = key.removeprefix(ENV_PREFIX.lower())  # someone pasted the variable name
-    guess = bare if bare in FILE_KEYS else next(iter(difflib.get_close_matches(bare, sorted(FILE_KEYS), n=1)), None)
-    if guess:
-        return f"`{key}` is not a setting; did you mean `{guess}`?"
-    return (f"`{key}` is not a setting (settings are the D365SNOW_* variables in lower case without the prefix, "
-            f"e.g. `d365_url`).")
+def _unknown_keys(keys: list[str]) -> str:
+    """One sentence per key with a near valid name (difflib), one for all keys without."""
+    sentences, lost = [], []
+    for key in keys:
+        bare = key.removeprefix(ENV_PREFIX.lower())  # someone pasted the variable name
+        guess = bare if bare in FILE_KEYS else next(iter(difflib.get_close_matches(bare, sorted(FILE_KEYS), n=1)),
+                                                    None)
+        if guess:
+            sentences.append(f"`{key}` is not a setting; did you mean `{guess}`?")
+        else:
+            lost.append(f"`{key}`")
+    if lost:
+        listed = lost[0] if len(lost) == 1 else f"{', '.join(lost[:-1])} and {lost[-1]}"
+        sentences.append(f"{listed} {'is not a setting' if len(lost) == 1 else 'are not settings'} (settings are "
+                         f"the D365SNOW_* variables in lower case without the prefix, e.g. `d365_url`).")
+    return " ".join(sentences)
 
 
 def _https_origin(value: str, name: str, *, allow_path: bool = False) -> str:
@@ -143,8 +152,9 @@ def _https_origin(value: str, name: str, *, allow_path: bool = False) -> str:
 class ConnectorSettings(BaseSettings):
     """All ``D365SNOW_*`` settings. Secrets are :class:`SecretStr` and never printed."""
 
+    # An exported-but-empty variable means "not set": the file's value (or the default) applies.
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False,
-                                      validate_default=True)
+                                      validate_default=True, env_ignore_empty=True)
 
     d365_url: str | None = None
     d365_tenant_id: str | None = None
