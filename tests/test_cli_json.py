@@ -95,7 +95,7 @@ def test_the_human_summary_fits_80_columns_and_shows_keys_to_trace(synced):
     assert "…" not in out
     for target in summary["pushed"]:
         assert target in out  # never cut so that two rows look alike
-    assert "held" in out and "back" in out and "warning: lines_reference_active_accounts" in out
+    assert "held" in out and "back" in out and "USMF: lines_reference_active_accounts (warning)" in out
     # PO lines are held back again by every cycle (invoices were rejected once, in the first one).
     samples = {g["samples"][0] for g in summary["reasons"] if g["target"] == "sn_shop_purchase_order_line"}
     assert any(f"e.g. {sample}" in out for sample in samples), out
@@ -125,8 +125,8 @@ def test_replay_selectors_are_checked_and_results_are_json(synced):
     cli, summary = synced
     both = cli("replay", "--all-failed", "--key", "x")
     assert both.exit_code == 2
-    assert "exactly one of --run, --key, --since or --all-failed (got --key and --all-failed)" in " ".join(
-        both.stderr.split())
+    assert "Wrong arguments: Give exactly one of --run, --key, --since or --all-failed to say which failures to " \
+           "replay (got --key and --all-failed)." in " ".join(both.stderr.split())
     none = cli("replay", "--json")
     assert none.exit_code == 2 and orjson.loads(none.stdout)["error"]["kind"] == "usage"
     unknown = cli("replay", "--run", "nope")

@@ -31,8 +31,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 err = Console(stderr=True)
 
-_LABELS = {"configuration": "Configuration problem", "usage": "Cannot do that", "credentials": "Credentials refused",
-           "not_found": "Not found", "failed": "Failed"}
+_LABELS = {"configuration": "Configuration problem", "usage": "Wrong arguments", "not_found": "Not found",
+           "failed": "Failed"}
 _EXIT = {"configuration": EXIT_USAGE, "usage": EXIT_USAGE}
 
 

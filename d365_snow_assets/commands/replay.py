@@ -43,8 +43,8 @@ def replay(
     chosen = [name for name, value in (("--run", run), ("--key", key), ("--since", since),
                                        ("--all-failed", all_failed)) if value]
     if len(chosen) != 1:
-        fail(CommandError("usage", "Say which failures to replay with exactly one of --run, --key, --since or "
-                                   "--all-failed" + (f" (got {' and '.join(chosen)})." if chosen else ".")),
+        fail(CommandError("usage", "Give exactly one of --run, --key, --since or --all-failed to say which failures "
+                                   "to replay" + (f" (got {' and '.join(chosen)})." if chosen else ".")),
              json_output=json_output)
     settings = settings_for(json_output=json_output, require=("snow",))
     with reported(json_output=json_output):

@@ -81,10 +81,6 @@ class RunOutcome:
     def fatal(self) -> bool:
         return any(f.fatal for f in self.failures)
 
-    @property
-    def failed_checks(self) -> list[str]:
-        return [c.name for c in self.checks if not c.passed]
-
 
 def open_instance(settings: ConnectorSettings) -> dg.DagsterInstance:
     """The persistent Dagster instance of this connector home."""

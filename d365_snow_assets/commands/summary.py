@@ -248,9 +248,9 @@ def print_runs(runs: list[RunOutcome], console: Console) -> None:
         console.print("Checks not passing:")
         for c in failing:
             severity = "warning" if c.severity == "WARN" else "failed"
-            console.print(_indented(f"{severity}: {c.check} on {c.asset} ({_le(c.legal_entity)})", 2,
+            console.print(_indented(f"{_le(c.legal_entity)}: {c.check} ({severity})", 2,
                                     "yellow" if severity == "warning" else "red"))
-            console.print(_indented(c.description or "no description", 4))
+            console.print(_indented(f"{c.asset}: {c.description or 'no description'}", 4))
     by_message: dict[str, list[str]] = defaultdict(list)
     for run in runs:
         for f in run.failures:
