@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from d365_snow_assets.cli import app
-from d365_snow_assets.clients.errors import CredentialsRefusedError
+from d365_snow_assets.clients.d365 import EntraTokenProvider
+from d365_snow_assets.clients.errors import CredentialsRefusedError, TransientError
 from d365_snow_assets.clients.servicenow import ServiceNowClient
 from d365_snow_assets.commands.runs import CYCLE_TAG
 from d365_snow_assets.sandbox.config import SandboxConfig, SandboxDataSize
@@ -143,4 +144,20 @@ def test_a_refused_token_is_not_confused_with_an_outage(server, monkeypatch):
             assert not isinstance(info.value, CredentialsRefusedError)
             assert client.refused_credentials is None
     finally:
+        server.clear_faults()
+
+
+def test_entra_throttling_is_not_taken_for_refused_credentials(server, monkeypatch):
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    tokens = EntraTokenProvider(load_settings())
+    try:
+        assert tokens.token()  # the OpenID configuration is read once, with the first token
+        tokens.invalidate(None)
+        server.set_faults("entra", FaultProfile(share_429=1.0, include_auth=True))
+        with pytest.raises(TransientError, match="could not issue a token right now"):
+            tokens.token()
+        assert tokens.refused is None
+    finally:
+        tokens.close()
         server.clear_faults()

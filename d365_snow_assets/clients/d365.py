@@ -50,6 +50,10 @@ SYSTEM = "F&O"
 ODATA_HEADERS = {"OData-Version": "4.0", "OData-MaxVersion": "4.0",
                  "Accept": "application/json;odata.metadata=minimal", "Accept-Charset": "UTF-8"}
 _AADSTS = re.compile(r"AADSTS\d+")
+# Token-endpoint errors that say "not now" rather than "not you" (throttling, outage). Inference: RFC 6749 defines
+# these two for the authorization endpoint, and Entra answers its throttling (AADSTS50196) with them; every other
+# error (invalid_client, unauthorized_client, invalid_request, invalid_scope…) refuses the credentials themselves.
+_ENTRA_BUSY = frozenset({"temporarily_unavailable", "server_error", "too_many_requests"})
 
 # ---------------------------------------------------------------------------------------------------------------
 # TLS for msal: requests with its own trust settings (§1.2 "verify= gotcha")
@@ -195,6 +199,10 @@ class EntraTokenProvider:
                 raise TransientError(f"The Entra token endpoint failed ({exc}); try again later.",
                                      system="Entra ID") from None
         if "access_token" not in result:
+            error = str(result.get("error") or "")
+            if error in _ENTRA_BUSY:
+                raise TransientError(f"Entra ID could not issue a token right now ({error}); try again later.",
+                                     system="Entra ID")
             self.refused = self._token_error(result)
             raise self.refused
         token = result["access_token"]
