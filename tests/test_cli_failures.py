@@ -17,6 +17,7 @@ from d365_snow_assets.clients.d365 import EntraTokenProvider
 from d365_snow_assets.clients.errors import CredentialsRefusedError, TransientError
 from d365_snow_assets.clients.servicenow import ServiceNowClient
 from d365_snow_assets.commands.runs import CYCLE_TAG
+from d365_snow_assets.defs.automation.fno_poll import fno_poll
 from d365_snow_assets.sandbox.config import SandboxConfig, SandboxDataSize
 from d365_snow_assets.sandbox.faults import FaultProfile
 from d365_snow_assets.sandbox.server import SandboxServer
@@ -161,3 +162,16 @@ def test_entra_throttling_is_not_taken_for_refused_credentials(server, monkeypat
     finally:
         tokens.close()
         server.clear_faults()
+
+
+def test_sensor_launched_runs_carry_the_configuration_too(tmp_path, monkeypatch):
+    config = tmp_path / "d365snow.toml"
+    config.write_text('legal_entities = "usmf"\n[mapping.sn_fcms_intg_imp_supplier]\nname = "VendorSearchName"\n')
+    monkeypatch.setenv("D365SNOW_CONFIG", str(config))
+    monkeypatch.setenv("D365SNOW_HOME", str(tmp_path / "home"))
+    expected = load_settings(require=None).run_tags()
+    with dg.instance_for_test() as instance:
+        result = fno_poll(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 2
+    assert all(r.tags["d365snow/config"] == str(config) and r.tags["d365snow/mapping"] == expected[
+        "d365snow/mapping"] != "default" for r in result.run_requests)

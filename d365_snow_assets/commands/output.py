@@ -77,9 +77,10 @@ def reported(*, json_output: bool) -> Iterator[None]:
 def settings_for(*, json_output: bool, require: tuple[str, ...] | None = ("d365", "snow"),
                  use_store: bool = True) -> ConnectorSettings:
     """The settings, or the command ends with exit 2 and a sentence naming everything that is missing or wrong."""
-    with reported(json_output=json_output):
+    try:
         return load_settings(require=require, use_store=use_store)
-    raise AssertionError("unreachable")  # pragma: no cover - reported() always exits on error
+    except SettingsError as exc:
+        fail(CommandError("configuration", str(exc)), json_output=json_output)
 
 
 def config_json(settings: ConnectorSettings) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from .runs import RunOutcome, StepFailure
 OUTCOME_ORDER = ("inserted", "updated", "ignored", "skipped", "created", "reused", "posted", "rejected", "error")
 PUSH_PREFIX = "servicenow/"
 SAMPLES = 2  # business keys shown per reason: enough to `d365-snow trace` one, short enough for a terminal
-REASONS_SHOWN = 5  # reasons listed per target, legal entity and outcome in the terminal (JSON has them all)
+REASONS_SHOWN = 5  # reasons listed per outcome in the terminal, most records first (JSON has them all)
 
 
 @dataclass(frozen=True)
