@@ -27,7 +27,7 @@ from ..mapping import MappingError
 from ..redaction import RedactingFilter
 from ..settings import ConnectorSettings, SettingsError, load_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_FAILED, EXIT_USAGE = 1, 2  # 0: done
 
 err = Console(stderr=True)
 
@@ -50,14 +50,10 @@ def emit_json(data: Mapping[str, Any]) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
 
 
-def error_json(kind: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"kind": kind, "message": message}}
-
-
-def fail(error: CommandError, *, json_output: bool, extra: Mapping[str, Any] | None = None) -> NoReturn:
+def fail(error: CommandError, *, json_output: bool) -> NoReturn:
     """Report ``error`` (as a sentence on stderr, or as JSON on stdout) and exit with its code."""
     if json_output:
-        emit_json({**error_json(error.kind, error.message), **(extra or {})})
+        emit_json({"ok": False, "error": {"kind": error.kind, "message": error.message}})
     else:
         err.print(f"[red]{_LABELS.get(error.kind, 'Error')}:[/] {escape(error.message)}", soft_wrap=False)
     raise typer.Exit(error.code)
