@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +19,7 @@ import orjson
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from .paths import write_private
 from .redaction import register_secrets
 
 if TYPE_CHECKING:
@@ -34,23 +33,6 @@ _SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 
 class CredentialStoreError(RuntimeError):
     """The store cannot be read or written; the message says what to do and never contains a secret."""
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, the file created 0600 from the start (never briefly readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _is_fernet_key(value: str) -> bool:
@@ -164,7 +146,7 @@ class CredentialStore:
 
     def save(self, values: dict[str, str]) -> None:
         secret = self._current_secret(create=True)
-        _write_private(self.path, self._encrypt(values, secret))
+        write_private(self.path, self._encrypt(values, secret))
 
     def set(self, name: str, value: str) -> None:
         values = self.load()
@@ -193,13 +175,13 @@ class CredentialStore:
                                            "`d365-snow credentials rotate --new-key` and then update the variable.")
             new_key = Fernet.generate_key().decode()
             pending = self.key_file.with_suffix(".key.new")
-            _write_private(pending, new_key.encode())
-            _write_private(self.path, self._encrypt(values, new_key))
+            write_private(pending, new_key.encode())
+            write_private(self.path, self._encrypt(values, new_key))
             os.replace(pending, self.key_file)
             return str(self.key_file)
         if not new_master_key.strip():
             raise CredentialStoreError("The new master key is empty.")
         register_secrets([new_master_key])
-        _write_private(self.path, self._encrypt(values, new_master_key))
+        write_private(self.path, self._encrypt(values, new_master_key))
         self._master_key = new_master_key
         return "D365SNOW_MASTER_KEY (update the variable to the new key)"

@@ -57,8 +57,11 @@ def test_client_credentials_grant_disabled(server, tmp_path):
         server.world.snow.reset()
 
 
-def test_missing_setting(server, tmp_path):
+def test_missing_settings_are_a_configuration_problem_named_at_once(server, tmp_path):
     env = {k: "" for k in server.env()}
     result = CliRunner().invoke(app, ["ping"], env={**env, "D365SNOW_HOME": str(tmp_path / "h"),
                                                         "COLUMNS": "250"})
-    assert result.exit_code == 1 and "D365SNOW_D365_URL is not set" in result.output
+    assert result.exit_code == 2, result.output  # the same code as `sync` for the same problem
+    assert "D365SNOW_D365_URL, D365SNOW_D365_TENANT_ID, D365SNOW_D365_CLIENT_ID, D365SNOW_D365_CLIENT_SECRET, " \
+           "D365SNOW_LEGAL_ENTITIES and D365SNOW_SNOW_URL are not set" in result.output
+    assert "Traceback" not in result.output

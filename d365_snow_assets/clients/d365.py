@@ -5,11 +5,9 @@ Facts it relies on are in reference/d365.md (§ numbers below refer to it).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import ssl
-import tempfile
 import threading
 import time
 import uuid
@@ -27,6 +25,7 @@ import requests
 from defusedxml import ElementTree
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
+from ..paths import write_private
 from ..redaction import get_logger, register_secrets
 from ..settings import ConnectorSettings
 from . import odata
@@ -36,6 +35,7 @@ from .errors import (
     ConfigurationError,
     ConflictError,
     ConnectorError,
+    CredentialsRefusedError,
     DuplicateError,
     ForbiddenError,
     NotFoundError,
@@ -51,6 +51,10 @@ SYSTEM = "F&O"
 ODATA_HEADERS = {"OData-Version": "4.0", "OData-MaxVersion": "4.0",
                  "Accept": "application/json;odata.metadata=minimal", "Accept-Charset": "UTF-8"}
 _AADSTS = re.compile(r"AADSTS\d+")
+# Token-endpoint errors that say "not now" rather than "not you" (throttling, outage). Inference: RFC 6749 defines
+# these two for the authorization endpoint, and Entra answers its throttling (AADSTS50196) with them; every other
+# error (invalid_client, unauthorized_client, invalid_request, invalid_scope…) refuses the credentials themselves.
+_ENTRA_BUSY = frozenset({"temporarily_unavailable", "server_error", "too_many_requests"})
 
 # ---------------------------------------------------------------------------------------------------------------
 # TLS for msal: requests with its own trust settings (§1.2 "verify= gotcha")
@@ -68,11 +72,14 @@ def _system_ca_file() -> str | None:
     return certifi.where()
 
 
-def combined_ca_bundle(ca_bundle: Path | None) -> str | bool:
+CA_FILE = "entra-ca-bundle.pem"
+
+
+def combined_ca_bundle(ca_bundle: Path | None, home: Path) -> str | bool:
     """A PEM file with the system CAs plus ``ca_bundle``, for requests (which takes one file, not a context).
 
-    Written to the temp directory under a content hash: CA certificates are public, and D365SNOW_HOME may not exist
-    yet when the first token is requested.
+    Written into the connector home (created 0700 if need be) with mode 0600, never at a predictable path in a
+    shared temp directory where another local user could plant a CA first.
     """
     system = _system_ca_file()
     if ca_bundle is None:
@@ -83,35 +90,42 @@ def combined_ca_bundle(ca_bundle: Path | None) -> str | bool:
     except OSError as exc:
         raise ConfigurationError(f"D365SNOW_CA_BUNDLE ({ca_bundle}) could not be read: {exc.strerror}.") from None
     blob = b"\n".join(parts)
-    target = Path(tempfile.gettempdir()) / f"d365snow-ca-{hashlib.sha256(blob).hexdigest()[:16]}.pem"
-    if not target.exists():
-        tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(target)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = home / CA_FILE
+    if not (target.is_file() and target.read_bytes() == blob):
+        write_private(target, blob)  # atomic: processes writing it at once each rename their own temp file
     return str(target)
 
 
-def entra_http_session(ca_bundle: Path | None) -> requests.Session:
+def entra_http_session(ca_bundle: Path | None, home: Path) -> requests.Session:
     """The ``http_client`` for msal: ``trust_env=False`` so REQUESTS_CA_BUNDLE cannot replace ``verify`` (§1.2)."""
     session = requests.Session()
     session.trust_env = False
-    session.verify = combined_ca_bundle(ca_bundle)
+    session.verify = combined_ca_bundle(ca_bundle, home)
     return session
 
 
 class _TimeoutSession:
-    """msal passes no timeout to its http_client; a hung IdP must not hang a run."""
+    """msal passes no timeout to its http_client; a hung IdP must not hang a run.
+
+    It also gives back the proxy that ``trust_env=False`` drops along with REQUESTS_CA_BUNDLE: HTTPS_PROXY /
+    HTTP_PROXY / ALL_PROXY with NO_PROXY, chosen per URL exactly as requests does for a session that trusts the
+    environment, so token requests take the same way out as every other call (httpx honours the same variables).
+    """
 
     def __init__(self, session: requests.Session, timeout: float) -> None:
         self._session, self._timeout = session, timeout
 
-    def get(self, url: str, **kwargs: Any) -> requests.Response:
+    def _kwargs(self, url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs.setdefault("timeout", self._timeout)
-        return self._session.get(url, **kwargs)
+        kwargs.setdefault("proxies", requests.utils.get_environ_proxies(url))
+        return kwargs
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._session.get(url, **self._kwargs(url, kwargs))
 
     def post(self, url: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return self._session.post(url, **kwargs)
+        return self._session.post(url, **self._kwargs(url, kwargs))
 
     def close(self) -> None:
         self._session.close()
@@ -126,6 +140,9 @@ class EntraTokenProvider:
 
     msal serves a cached token until 5 minutes before expiry (§1.2), so after a 401 the rejected token must be
     removed from the cache; otherwise ``acquire_token_for_client`` hands the same token back.
+
+    An error answer of the token endpoint (wrong secret, unknown application or tenant) is final for this provider:
+    :attr:`refused` keeps it and every later call raises it without asking Entra again.
     """
 
     def __init__(self, settings: ConnectorSettings, *, http_client: Any | None = None,
@@ -139,9 +156,11 @@ class EntraTokenProvider:
         # Instance discovery asks login.microsoftonline.com about the authority host, which fails (or leaks the
         # host name) for anything that is not a Microsoft cloud (§1.2): keep it only for Microsoft's hosts.
         self.instance_discovery = host in WELL_KNOWN_AUTHORITY_HOSTS
-        self._http = http_client or _TimeoutSession(entra_http_session(settings.ca_bundle), timeout_s)
+        self._http = http_client or _TimeoutSession(entra_http_session(settings.ca_bundle, settings.home),
+                                                    timeout_s)
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = threading.Lock()
+        self.refused: CredentialsRefusedError | None = None
         register_secrets([self._secret])
 
     def _application(self) -> msal.ConfidentialClientApplication:
@@ -166,6 +185,8 @@ class EntraTokenProvider:
 
     def token(self) -> str:
         with self._lock:
+            if self.refused is not None:
+                raise self.refused
             try:
                 # Building the app already fetches the OpenID configuration (reference/d365.md §1.2).
                 app = self._application()
@@ -179,12 +200,17 @@ class EntraTokenProvider:
                 raise TransientError(f"The Entra token endpoint failed ({exc}); try again later.",
                                      system="Entra ID") from None
         if "access_token" not in result:
-            raise self._token_error(result)
+            error = str(result.get("error") or "")
+            if error in _ENTRA_BUSY:
+                raise TransientError(f"Entra ID could not issue a token right now ({error}); try again later.",
+                                     system="Entra ID")
+            self.refused = self._token_error(result)
+            raise self.refused
         token = result["access_token"]
         register_secrets([token])
         return token
 
-    def _token_error(self, result: Mapping[str, Any]) -> AuthError:
+    def _token_error(self, result: Mapping[str, Any]) -> CredentialsRefusedError:
         description = str(result.get("error_description") or "")
         code_match = _AADSTS.search(description)
         code = code_match.group(0) if code_match else str(result.get("error") or "unknown_error")
@@ -196,8 +222,10 @@ class EntraTokenProvider:
                 "AADSTS90002": "the tenant (D365SNOW_D365_TENANT_ID) does not exist",
                 "AADSTS500011": "the F&O resource (D365SNOW_D365_URL) is not known to this tenant",
                 }.get(code, "check the app registration and D365SNOW_D365_* settings")
-        return AuthError(f"Entra ID refused the F&O token request ({code}: {first or result.get('error')}); {hint}.",
-                         system="Entra ID", code=code, detail=first)
+        reason = first or str(result.get("error") or "")
+        reason = reason if reason.startswith(code) else f"{code}: {reason}"
+        return CredentialsRefusedError(f"Entra ID refused the F&O token request ({reason}); {hint}.",
+                                       system="Entra ID", code=code, detail=first)
 
     def invalidate(self, token: str | None) -> None:
         """Remove ``token`` (or every access token when None) from msal's cache."""
@@ -464,6 +492,11 @@ class D365Client:
     def close(self) -> None:
         self.transport.close()
         self.tokens.close()
+
+    @property
+    def refused_credentials(self) -> CredentialsRefusedError | None:
+        """Set once Entra ID refused the credentials: this client then sends nothing more."""
+        return self.tokens.refused
 
     def __enter__(self) -> D365Client:
         return self

@@ -32,6 +32,12 @@ class AuthError(ConnectorError):
         self.code = code  # e.g. "AADSTS7000215" or "access_denied"
 
 
+class CredentialsRefusedError(AuthError):
+    """The service refused the configured credentials themselves (a refused token request, or basic credentials
+    answered 401). Asking again cannot help, so the client refuses every further call without sending it; the
+    message names the variables to fix."""
+
+
 class TransientError(ConnectorError):
     """5xx, connection failures or a cancelled transaction that persisted through every retry."""
 

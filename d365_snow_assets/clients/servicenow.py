@@ -24,6 +24,7 @@ from .errors import (
     ApiError,
     AuthError,
     ConnectorError,
+    CredentialsRefusedError,
     ForbiddenError,
     NotFoundError,
     TransientError,
@@ -94,6 +95,10 @@ class SnowAuth:
 
     ServiceNow answers every refused token request with the same 401 ``access_denied`` body (bad secret, grant
     disabled, no application user: §3.2), so the fallback cannot say which; it logs that once.
+
+    Once the instance has refused the credentials themselves (the token request, or basic credentials answered
+    401), :attr:`refused` holds the error and every later call raises it without a request: asking again with the
+    same credentials cannot succeed, and hundreds of refused calls only fill logs and may lock the user out.
     """
 
     def __init__(self, settings: ConnectorSettings, transport: Transport,
@@ -110,6 +115,7 @@ class SnowAuth:
         self._token: str | None = None
         self._expires_at = 0.0
         self.oauth_refused = False
+        self.refused: CredentialsRefusedError | None = None
         has_oauth = bool(self.client_id and self._client_secret)
         self.effective = "basic" if self.mode == "basic" or (self.mode == "auto" and not has_oauth) else "oauth"
         register_secrets([self._client_secret, self._password])
@@ -117,6 +123,22 @@ class SnowAuth:
     @property
     def token_expires_at(self) -> float:
         return self._expires_at
+
+    def _refuse(self, message: str, *, status: int | None = None, code: str | None = None
+                ) -> CredentialsRefusedError:
+        """Remember that the instance refused the credentials; every later call gets this error."""
+        self.refused = CredentialsRefusedError(message, status=status, system=SYSTEM, code=code)
+        return self.refused
+
+    def _basic_refused(self) -> CredentialsRefusedError:
+        if self.oauth_refused:  # auto mode fell back to basic auth, and that was refused too
+            return self._refuse(
+                f"ServiceNow refused both the OAuth client (D365SNOW_SNOW_CLIENT_ID / D365SNOW_SNOW_CLIENT_SECRET) "
+                f"and the basic-auth user {self.username!r} (D365SNOW_SNOW_USERNAME / D365SNOW_SNOW_PASSWORD); fix "
+                f"either pair.", status=401)
+        return self._refuse(f"ServiceNow refused the basic-auth credentials of user {self.username!r}; check "
+                            f"D365SNOW_SNOW_USERNAME and D365SNOW_SNOW_PASSWORD (and that the user is active and "
+                            f"not locked out).", status=401)
 
     def _basic_header(self) -> str:
         if not (self.username and self._password):
@@ -158,11 +180,11 @@ class SnowAuth:
             return
         if refused:
             self.oauth_refused = True
-            raise AuthError("ServiceNow refused the OAuth client-credentials grant (access_denied): the client id or "
-                            "secret (D365SNOW_SNOW_CLIENT_ID / D365SNOW_SNOW_CLIENT_SECRET) is wrong, or the grant "
-                            "is disabled on the instance (glide.oauth.inbound.client.credential.grant_type.enabled) "
-                            "or its OAuth entity has no application user.", status=response.status_code,
-                            system=SYSTEM, code="access_denied")
+            raise self._refuse("ServiceNow refused the OAuth client-credentials grant (access_denied): the client id "
+                               "or secret (D365SNOW_SNOW_CLIENT_ID / D365SNOW_SNOW_CLIENT_SECRET) is wrong, or the "
+                               "grant is disabled on the instance "
+                               "(glide.oauth.inbound.client.credential.grant_type.enabled) or its OAuth entity has "
+                               "no application user.", status=response.status_code, code="access_denied")
         raise AuthError(f"ServiceNow's token endpoint answered HTTP {response.status_code}.",
                         status=response.status_code, system=SYSTEM)
 
@@ -173,6 +195,8 @@ class SnowAuth:
         token; the 401 path still covers that case mid-job.
         """
         with self._lock:
+            if self.refused is not None:
+                raise self.refused
             if self.effective == "basic":
                 return float("inf")
             if self._token is None or self._expires_at - self._clock() < min_valid_s:
@@ -183,6 +207,8 @@ class SnowAuth:
 
     def auth_headers(self) -> dict[str, str]:
         with self._lock:
+            if self.refused is not None:
+                raise self.refused
             if self.effective == "oauth" and (self._token is None or
                                               self._expires_at - self._clock() < TOKEN_SKEW_S):
                 self._acquire()
@@ -193,7 +219,9 @@ class SnowAuth:
     def on_unauthorized(self, rejected: Mapping[str, str]) -> bool:
         header = rejected.get("Authorization", "")
         if not header.startswith("Bearer "):
-            return False  # basic credentials do not change by asking again
+            with self._lock:  # basic credentials do not change by asking again: refused for good
+                self._basic_refused()
+            return False
         with self._lock:
             if self._token == header[7:]:
                 self._token, self._expires_at = None, 0.0
@@ -258,6 +286,11 @@ class ServiceNowClient:
     def close(self) -> None:
         self.transport.close()
 
+    @property
+    def refused_credentials(self) -> CredentialsRefusedError | None:
+        """Set once the instance refused the credentials: this client then sends nothing more."""
+        return self.auth.refused
+
     def __enter__(self) -> ServiceNowClient:
         return self
 
@@ -274,16 +307,10 @@ class ServiceNowClient:
         try:
             response = self.transport.request(method, f"{self.base}{path}", params=params, json=json, auth=self.auth,
                                               retry_unsafe=retry_unsafe)
-        except AuthError as exc:
-            if self.auth.effective == "basic" and exc.code is None:
-                raise AuthError(f"ServiceNow rejected the basic-auth credentials of user {self.auth.username!r} for "
-                                f"{what}; check D365SNOW_SNOW_USERNAME and D365SNOW_SNOW_PASSWORD (and that the user "
-                                f"is active and not locked out).", status=401, system=SYSTEM) from None
+        except AuthError:
+            if self.auth.refused is not None:  # the transport's generic 401 sentence → the one naming variables
+                raise self.auth.refused from None
             raise
-        if response.status_code == 401:  # basic auth: the transport does not retry a 401 it cannot refresh
-            raise AuthError(f"ServiceNow rejected the basic-auth credentials of user {self.auth.username!r} for "
-                            f"{what}; check D365SNOW_SNOW_USERNAME and D365SNOW_SNOW_PASSWORD.", status=401,
-                            system=SYSTEM)
         if response.status_code in ok:
             return response
         message, detail = _error_texts(response)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,37 +16,35 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..credentials import CredentialStore, CredentialStoreError
-from ..settings import ENV_PREFIX, SECRET_FIELDS, STORABLE_FIELDS, TOML_FILE, SettingsError, env_name, load_settings
+from ..settings import ENV_PREFIX, SECRET_FIELDS, STORABLE_FIELDS, env_name
+from .helpstyle import Command, Group, epilog
+from .output import CommandError, emit_json, fail, settings_for
 
-app = typer.Typer(no_args_is_help=True, help="Manage the encrypted credential store under D365SNOW_HOME.")
+app = typer.Typer(no_args_is_help=True, cls=Group, help="Manage the encrypted credential store under D365SNOW_HOME.",
+                  epilog=epilog("The store's key: D365SNOW_MASTER_KEY, else a key file (mode 0600) in the home."))
 console = Console()
 err = Console(stderr=True)
+_EPILOG = epilog("Environment variables win over the configuration file, the file over the store.")
 
 
-def _store() -> CredentialStore:
-    try:
-        settings = load_settings(require=None, use_store=False)
-    except SettingsError as exc:
-        err.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
-    return CredentialStore.for_settings(settings)
+def _store(*, json_output: bool = False) -> CredentialStore:
+    return CredentialStore.for_settings(settings_for(json_output=json_output, require=None, use_store=False))
 
 
 def _field(name: str) -> str:
     key = name.strip().lower().removeprefix(ENV_PREFIX.lower())
     if key not in STORABLE_FIELDS:
-        err.print(f"[red]Unknown credential {name!r}.[/] Storable: {', '.join(STORABLE_FIELDS)}.")
-        raise typer.Exit(2)
+        fail(CommandError("usage", f"{name!r} is not a storable credential; storable: {', '.join(STORABLE_FIELDS)}."),
+             json_output=False)
     return key
 
 
-def _fail(exc: Exception) -> None:
-    err.print(f"[red]{escape(str(exc))}[/]")
-    raise typer.Exit(1)
+def _fail(exc: Exception) -> NoReturn:
+    fail(CommandError("failed", str(exc)), json_output=False)
 
 
-@app.command("set")
-def set_(names: Annotated[list[str], typer.Argument(help="e.g. d365_client_secret snow_password")],
+@app.command("set", cls=Command, epilog=_EPILOG)
+def set_(names: Annotated[list[str], typer.Argument(metavar="NAME", help="e.g. d365_client_secret snow_password")],
          stdin: Annotated[bool, typer.Option("--stdin", help="Read one value per name, one per line, from stdin.")]
          = False) -> None:
     """Store values; each is asked for with a hidden prompt (or read from stdin)."""
@@ -76,8 +74,8 @@ def set_(names: Annotated[list[str], typer.Argument(help="e.g. d365_client_secre
     console.print(f"Stored {', '.join(fields)} in {store.path} (key: {store.key_source}).")
 
 
-@app.command("unset")
-def unset(names: list[str]) -> None:
+@app.command("unset", cls=Command, epilog=_EPILOG)
+def unset(names: Annotated[list[str], typer.Argument(metavar="NAME", help="e.g. snow_password")]) -> None:
     """Remove values from the store."""
     store = _store()
     try:
@@ -87,40 +85,45 @@ def unset(names: list[str]) -> None:
         _fail(exc)
 
 
-@app.command("show")
-def show() -> None:
-    """Which credentials are set and where each comes from (environment, TOML file, store). Never the values."""
-    store = _store()
+@app.command("show", cls=Command, epilog=_EPILOG)
+def show(json_output: Annotated[bool, typer.Option("--json", help="Print the table as one JSON document.")]
+         = False) -> None:
+    """Which credentials are set and where each comes from (environment, file, store), never the values."""
+    store = _store(json_output=json_output)
     try:
         stored = store.load()
     except CredentialStoreError as exc:
-        _fail(exc)
-        return
-    try:
-        settings = load_settings(require=None, use_store=False)
-    except SettingsError as exc:
-        err.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
-    table = Table(title=f"Credentials ({store.path}{'' if store.exists() else ', no store yet'})")
-    table.add_column("variable")
-    table.add_column("set")
-    table.add_column("from")
+        fail(CommandError("failed", str(exc)), json_output=json_output)
+    settings = settings_for(json_output=json_output, require=None, use_store=False)
+    file = settings.config_file
+    sources: dict[str, str | None] = {}
     for name in STORABLE_FIELDS:
-        variable = env_name(name)
-        if os.environ.get(variable):
-            source = "environment"
+        if os.environ.get(env_name(name)):
+            sources[name] = "environment"
         elif settings.secret(name):
-            source = TOML_FILE
+            sources[name] = str(file.path)
         elif stored.get(name):
-            source = "credential store"
+            sources[name] = "credential store"
         else:
-            source = "—"
-        table.add_row(variable, "yes" if source != "—" else "[red]no[/]", source)
+            sources[name] = None
+    if json_output:
+        emit_json({"ok": True, "error": None,
+                   "store": {"path": str(store.path), "exists": store.exists(), "key": store.key_source},
+                   "credentials": [{"variable": env_name(n), "set": src is not None, "source": src}
+                                   for n, src in sources.items()]})
+        return
+    table = Table(title=f"Credentials ({store.path}{'' if store.exists() else ', no store yet'})",
+                  title_justify="left")
+    table.add_column("variable", overflow="fold")
+    table.add_column("set")
+    table.add_column("from", overflow="fold")
+    for name, source in sources.items():
+        table.add_row(env_name(name), "yes" if source else "[red]no[/]", escape(source or "—"))
     console.print(table)
     console.print(f"Store key: {store.key_source}")
 
 
-@app.command("rotate")
+@app.command("rotate", cls=Command, epilog=_EPILOG)
 def rotate(new_key: Annotated[bool, typer.Option(
         "--new-key", help="Prompt for a new D365SNOW_MASTER_KEY (key or passphrase) instead of generating a new "
                           "key file.")] = False,

@@ -18,7 +18,7 @@ from rich.markup import escape
 from ..sandbox.config import SandboxConfig, SandboxDataSize
 from ..warehouse import Warehouse
 from .runs import RunOutcome, open_instance, run_cycle
-from .sync import PUSH_COLUMNS, invoice_totals, print_table, summarize
+from .summary import print_summary, summarize_cycle, summary_json
 
 console = Console()
 
@@ -27,7 +27,8 @@ def demo(
     home: Annotated[Path, typer.Option(help="Connector home for the demo (wiped first).")] = Path(".d365snow/demo"),
     ui: Annotated[bool, typer.Option("--ui", help="Then open the Dagster UI on the demo's runs.")] = False,
     ui_port: Annotated[int, typer.Option(help="Port of the Dagster UI (with --ui).")] = 3000,
-    small: Annotated[bool, typer.Option(help="A small data set (a few hundred PO lines) for a quick look.")] = False,
+    small: Annotated[bool, typer.Option("--small", help="A small data set (a few hundred PO lines) for a quick look.")]
+    = False,
 ) -> None:
     """Start the sandbox, run a full F&O → ServiceNow cycle through Dagster, and summarise what moved."""
     from ..sandbox.server import SandboxServer
@@ -60,8 +61,9 @@ def demo(
                 outcomes += run_cycle(settings, open_instance(settings), push=True, on_run=on_run)
             console.print(f"[green]✓[/] F&O posted {posted} invoices and paid {paid} "
                           f"({time.monotonic() - started:.0f} s)")
-        _print_summary(outcomes, Warehouse(home / "warehouse.duckdb"))
-        _print_invoices(outcomes, server)
+        warehouse = Warehouse(home / "warehouse.duckdb")
+        _print_summary(outcomes, warehouse)
+        _print_invoices(outcomes, warehouse, server)
         if not all(o.success for o in outcomes):
             errors = "; ".join(o.error for o in outcomes if o.error)
             console.print(f"[red]The demo cycle failed:[/] {escape(errors)}")
@@ -74,7 +76,7 @@ def demo(
 
 
 def _print_summary(outcomes: list[RunOutcome], warehouse: Warehouse) -> None:
-    print_table("F&O → ServiceNow, per target table", summarize(outcomes, "servicenow/"), PUSH_COLUMNS)
+    print_summary(summarize_cycle(warehouse, "demo", outcomes), console)
     with warehouse.reader() as con:
         rows = con.execute("SELECT outcome, count(*) FROM audit GROUP BY outcome ORDER BY outcome").fetchall()
     console.print("Audit outcomes: " + ", ".join(f"{outcome} {count:,}" for outcome, count in rows))
@@ -91,9 +93,9 @@ def _post_and_pay(server: Any) -> tuple[int, int]:
     return len(posted), len(paid)
 
 
-def _print_invoices(outcomes: list[RunOutcome], server: Any) -> None:
+def _print_invoices(outcomes: list[RunOutcome], warehouse: Warehouse, server: Any) -> None:
     """The invoice round trip in numbers: what the posting asset did, and where the invoices stand in ServiceNow."""
-    totals = invoice_totals(outcomes)
+    totals = summary_json(summarize_cycle(warehouse, "demo", outcomes), config={}, log_file=None)["invoices"]
     snow = server.world.snow
     snow.drain_imports()
     status = {k.lower(): v for k, v in snow.label_counts("sn_spend_intg_outbound_invoice",

@@ -13,8 +13,10 @@ from rich.markup import escape
 
 from ..paths import StatePaths
 from ..settings import SettingsError, load_settings
+from .helpstyle import Command, Group, epilog
 
-app = typer.Typer(no_args_is_help=True, help="F&O Business Events: the HTTPS receiver and its spool.")
+app = typer.Typer(no_args_is_help=True, cls=Group, help="F&O Business Events: the HTTPS receiver and its spool.",
+                  epilog=epilog("The receiver needs D365SNOW_EVENTS_SECRET (the secret path segment of its URL)."))
 console = Console(stderr=True)
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -26,7 +28,8 @@ def events() -> None:
     # A callback keeps `events` a command group even while `serve` is its only command.
 
 
-@app.command()
+@app.command(cls=Command, epilog=epilog("Needs D365SNOW_EVENTS_SECRET; events are spooled under D365SNOW_HOME for "
+                                        "the fno_business_events sensor."))
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; keep loopback behind a TLS reverse proxy.")]
     = "127.0.0.1",

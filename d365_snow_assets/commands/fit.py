@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import Annotated
 
-import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -17,16 +16,14 @@ from ..clients.errors import ConnectorError
 from ..clients.servicenow import ServiceNowClient
 from ..discovery import load_schema
 from ..discovery.binding import Finding
-from ..mapping import MappingError
 from ..paths import StatePaths
-from ..settings import SettingsError, load_settings
 from ..sync.fit import FitReport, fit_d365, fit_servicenow
 from ..sync.targets import load_mappings, mapping_context
 from ..warehouse import Warehouse
+from .output import EXIT_FAILED, CommandError, config_json, config_line, emit_json, reported, settings_for
 from .ping import PING_POLICY
 
 console = Console()
-err = Console(stderr=True)
 _MARK = {"blocking": "[red]BLOCKING[/]", "warning": "[yellow]warning[/]", "info": "[dim]info[/]"}
 
 
@@ -70,38 +67,26 @@ def render(report: FitReport, *, verbose: bool) -> None:
 
 
 def fit(
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every field's resolution.")] = False,
 ) -> None:
     """Check the mapping against the ServiceNow instance's own schema and F&O's $metadata; writes nothing."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        _fail(json_output, "configuration", str(exc), 2)
+    settings = settings_for(json_output=json_output)
     warehouse = Warehouse(StatePaths(settings.home).ensure().warehouse)
-    try:
-        with ServiceNowClient(settings, policy=PING_POLICY) as snow:
-            schema = load_schema(snow, warehouse, refresh=True)
-        mappings = load_mappings(schema=schema)
-        report = fit_servicenow(schema, mappings, warehouse, mapping_context(settings), settings.legal_entities)
-        with D365Client(settings, policy=PING_POLICY) as d365:
-            report.d365 = fit_d365(d365, mappings, settings.legal_entities)
-    except MappingError as exc:
-        _fail(json_output, "configuration", str(exc), 2)
-    except ConnectorError as exc:
-        _fail(json_output, "connection", exc.message, 1)
+    with reported(json_output=json_output):
+        try:
+            with ServiceNowClient(settings, policy=PING_POLICY) as snow:
+                schema = load_schema(snow, warehouse, refresh=True)
+            mappings = load_mappings(schema=schema)
+            report = fit_servicenow(schema, mappings, warehouse, mapping_context(settings), settings.legal_entities)
+            with D365Client(settings, policy=PING_POLICY) as d365:
+                report.d365 = fit_d365(d365, mappings, settings.legal_entities)
+        except ConnectorError as exc:
+            raise CommandError("failed", f"could not read the systems' schemas: {exc.message}") from None
     if json_output:
-        typer.echo(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
+        emit_json({**report.as_json(), "config": config_json(settings)})
     else:
+        console.print(config_line(settings), highlight=False)
         render(report, verbose=verbose)
     if report.blocking:
-        raise typer.Exit(1)
-
-
-def _fail(json_output: bool, kind: str, message: str, code: int) -> NoReturn:
-    if json_output:
-        typer.echo(orjson.dumps({"ok": False, "error": {"kind": kind, "message": message}}).decode())
-    else:
-        err.print(f"[red]{'Configuration problem' if kind == 'configuration' else 'Could not connect'}:[/] "
-                  f"{escape(message)}")
-    raise typer.Exit(code)
+        raise typer.Exit(EXIT_FAILED)

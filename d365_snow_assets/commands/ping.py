@@ -21,9 +21,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -39,10 +40,11 @@ from ..discovery.outbound import resolve_outbound
 from ..mapping.spec import TargetMapping
 from ..paths import StatePaths
 from ..redaction import install_redaction, redact
-from ..settings import ConnectorSettings, SettingsError, load_settings
+from ..settings import ConnectorSettings, SettingsError
 from ..sync.fit import import_probe
 from ..sync.targets import load_mappings
 from ..warehouse import Warehouse
+from .output import EXIT_FAILED, config_json, config_line, emit_json, settings_for
 
 D365_ENTITIES = ("LegalEntities", "VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2", "MainAccounts",
                  "FinancialDimensionValues", "VendorInvoiceHeaders", "VendorInvoiceLines",
@@ -240,31 +242,42 @@ def _fit_checks(checks: _Checks, settings: ConnectorSettings, snow: ServiceNowCl
         checks.run(f"import {staging}", imp)
 
 
-def render(checks: list[Check]) -> Table:
-    table = Table(title="d365-snow ping")
-    table.add_column("system")
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("detail", overflow="fold")
+def render(checks: list[Check], console: Console) -> None:
+    """One table per system; check names fold rather than being cut, so two tables never look alike."""
     marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
-    for c in checks:
-        table.add_row(c.system, c.name, marks[c.status], Text(c.detail))  # API text, not markup
-    return table
+    for system in dict.fromkeys(c.system for c in checks):
+        table = Table(title=f"d365-snow ping: {system}", title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("check", overflow="fold", ratio=2)
+        table.add_column("result", no_wrap=True)
+        table.add_column("detail", overflow="fold", ratio=3)
+        for c in checks:
+            if c.system == system:
+                table.add_row(Text(c.name), marks[c.status], Text(c.detail))  # API text, not markup
+        console.print(table)
 
 
-def ping() -> None:
+def ping(json_output: Annotated[bool, typer.Option("--json", help="Print the checks as one JSON document.")]
+         = False) -> None:
     """Check both connections: token, a one-row read per entity/table, write permission (nothing is kept)."""
     install_redaction()
-    try:
-        settings = load_settings(require=None)
-    except SettingsError as exc:
-        console.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+    settings = settings_for(json_output=json_output)
     checks = check_d365(settings) + check_snow(settings)
-    console.print(render(checks))
     failed = [c for c in checks if c.failed]
+    first = f"{failed[0].system} {failed[0].name}: {failed[0].detail}" if failed else ""
+    if json_output:
+        emit_json({"ok": not failed,
+                   "error": {"kind": "failed", "message": f"{len(failed)} check(s) failed; first: {first}"}
+                   if failed else None,
+                   "config": config_json(settings),
+                   "counts": {status: sum(c.status == status for c in checks) for status in ("pass", "fail", "skip")},
+                   "checks": [{"system": c.system, "check": c.name, "status": c.status, "detail": c.detail}
+                              for c in checks]})
+    else:
+        console.print(config_line(settings), highlight=False)
+        render(checks, console)
+        if failed:
+            console.print(f"[red]{len(failed)} check(s) failed.[/] First: {escape(first)}")
+        else:
+            console.print("[green]All checks passed.[/]")
     if failed:
-        console.print(f"[red]{len(failed)} check(s) failed.[/] First: {failed[0].system} {failed[0].name}: "
-                      f"{escape(failed[0].detail)}")
-        raise typer.Exit(1)
-    console.print("[green]All checks passed.[/]")
+        raise typer.Exit(EXIT_FAILED)

@@ -6,6 +6,7 @@ instance, so ``dagster dev`` with the same ``DAGSTER_HOME`` shows them, their me
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,46 @@ from ..defs.partitions import register_legal_entities
 from ..paths import StatePaths
 from ..settings import ConnectorSettings
 
-_QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+CYCLE_TAG = "d365snow/cycle"
+"""Every run one command launches carries the same value (the UI's run list filters by tag)."""
+RUN_LOGGER = "d365_snow_assets.dagster"
+
+
+@dg.logger(description="Dagster's run log lines into the connector's Python logging (the CLI's log file).")
+def _run_logger(_context: dg.InitLoggerContext) -> logging.Logger:
+    # Replaces the console logger, which prints every warning and traceback to the terminal. The full event stream
+    # still goes to the instance, so the UI shows it; the CLI's log file gets the same lines (commands/output.py).
+    return logging.getLogger(RUN_LOGGER)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One asset check evaluation of a run."""
+
+    asset: str
+    check: str
+    legal_entity: str | None
+    passed: bool
+    severity: str  # "ERROR" or "WARN"
+    description: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.asset}:{self.check}"
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """A step that failed for good (after its retries), with the innermost error's message."""
+
+    step: str
+    message: str
+    # "credentials" or "configuration" when every later run of the cycle would fail the same way, else None.
+    kind: str | None = None
+
+    @property
+    def fatal(self) -> bool:
+        return self.kind is not None
 
 
 @dataclass
@@ -29,10 +69,17 @@ class RunOutcome:
     run_id: str
     success: bool
     materializations: dict[str, dict[str, object]] = field(default_factory=dict)  # asset key → metadata
-    failed_checks: list[str] = field(default_factory=list)
-    error: str | None = None
-    # Failed on configuration or credentials: every later run of the cycle would fail the same way.
-    fatal: bool = False
+    checks: list[CheckOutcome] = field(default_factory=list)
+    failures: list[StepFailure] = field(default_factory=list)
+
+    @property
+    def error(self) -> str | None:
+        """The first failed step and why, for a one-line progress report."""
+        return f"{self.failures[0].step}: {self.failures[0].message}" if self.failures else None
+
+    @property
+    def fatal(self) -> bool:
+        return any(f.fatal for f in self.failures)
 
 
 def open_instance(settings: ConnectorSettings) -> dg.DagsterInstance:
@@ -56,9 +103,11 @@ def _load_definitions() -> dg.Definitions:
 
 
 def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push: bool,
-              on_run: Callable[[RunOutcome], None] | None = None, invoices: bool = True) -> list[RunOutcome]:
+              on_run: Callable[[RunOutcome], None] | None = None, invoices: bool = True,
+              cycle_id: str | None = None) -> list[RunOutcome]:
     """Reference data first (lines are validated against it), then each legal entity, then (when pushing) the
-    invoice round trip of each legal entity."""
+    invoice round trip of each legal entity. Every run is tagged with ``cycle_id`` and the configuration it used;
+    the cycle stops at the first run that failed on configuration or refused credentials."""
     definitions = _load_definitions()
     register_legal_entities(instance, settings.legal_entities)
     prefix = "sync" if push else "plan"
@@ -67,9 +116,12 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
     if push and invoices:
         # After the F&O → ServiceNow runs: invoices are validated against the snapshots those runs refreshed.
         plan += [("invoice_round_trip", le) for le in settings.legal_entities]
+    tags = {"d365snow/launched_by": "cli", **settings.run_tags()}
+    if cycle_id:
+        tags[CYCLE_TAG] = cycle_id
     outcomes = []
     for job_name, partition in plan:
-        outcome = _execute(definitions, instance, job_name, partition)
+        outcome = _execute(definitions, instance, job_name, partition, tags)
         outcomes.append(outcome)
         if on_run:
             on_run(outcome)
@@ -78,12 +130,13 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
     return outcomes
 
 
-def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str,
-             partition: str | None) -> RunOutcome:
-    job = definitions.resolve_job_def(job_name)
-    # The full event stream goes to the instance (the UI shows it); the terminal only gets warnings and errors.
-    result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
-                                    tags={"d365snow/launched_by": "cli"}, run_config=_QUIET_CONSOLE)
+def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition: str | None,
+             tags: dict[str, str]) -> RunOutcome:
+    job = definitions.resolve_job_def(job_name).with_logger_defs({"console": _run_logger})
+    # Without a `loggers` entry Dagster would add its default console logger; `console: {}` is also valid config
+    # for that default, so re-executing the run from the UI still works.
+    result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, tags=tags,
+                                    run_config={"loggers": {"console": {}}})
     outcome = RunOutcome(job_name, partition, result.run_id, result.success)
     for event in result.all_events:
         if event.is_step_materialization:
@@ -92,34 +145,42 @@ def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name
                 k: v.value for k, v in mat.metadata.items()}
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
-            if not evaluation.passed:
-                outcome.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
-        elif event.is_step_failure and outcome.error is None:
-            outcome.error = _failure_text(event)
-            outcome.fatal = _is_fatal(event)
+            outcome.checks.append(CheckOutcome(
+                evaluation.asset_key.to_user_string(), evaluation.check_name,
+                evaluation.partition or partition, evaluation.passed, evaluation.severity.value,
+                evaluation.description or ""))
+        elif event.is_step_failure:
+            outcome.failures.append(StepFailure(event.step_key or "?", _failure_text(event), _fatal_kind(event)))
     return outcome
 
 
-_FATAL_ERRORS = {"ConfigurationError", "AuthError", "SettingsError", "MappingError"}
+_FATAL_ERRORS = {"AuthError": "credentials", "CredentialsRefusedError": "credentials",
+                 "ConfigurationError": "configuration", "SettingsError": "configuration",
+                 "MappingError": "configuration"}
 
 
-def _is_fatal(event: dg.DagsterEvent) -> bool:
+def _fatal_kind(event: dg.DagsterEvent) -> str | None:
+    """Whether the step failed on credentials or configuration (the error's class anywhere in its chain)."""
     data = event.step_failure_data
     error = data.error if data else None
     while error is not None:
         if error.cls_name in _FATAL_ERRORS:
-            return True
+            return _FATAL_ERRORS[error.cls_name]
         error = error.cause or error.context
-    return False
+    return None
 
 
 def _failure_text(event: dg.DagsterEvent) -> str:
-    """The step and the innermost error's message: what went wrong, not the retry or execution wrapper."""
+    """The innermost error's message: what went wrong, not the retry or execution wrapper."""
     data = event.step_failure_data
     error = data.error if data else None
     message = data.user_failure_data.description if data and data.user_failure_data else None
     while error is not None and not message:
         if error.cause is None and error.context is None:
+            # The serialized message starts with the exception's qualified class name: noise for an operator.
             message = error.message.strip()
+            head, sep, rest = message.partition(": ")
+            if sep and head.endswith(error.cls_name or "\0"):
+                message = rest
         error = error.cause or error.context
-    return f"{event.step_key}: {message or 'failed'}"
+    return message or "failed"

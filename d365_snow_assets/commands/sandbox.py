@@ -11,12 +11,15 @@ import typer
 from rich.console import Console
 
 from ..sandbox.config import SandboxConfig, SandboxDataSize
+from .helpstyle import Command, Group, epilog
 
-app = typer.Typer(no_args_is_help=True, help="Run the local sandbox (fake F&O, Entra ID and ServiceNow).")
+app = typer.Typer(no_args_is_help=True, cls=Group, help="Run the local sandbox (fake F&O, Entra ID and ServiceNow).",
+                  epilog=epilog("The sandbox itself needs no settings."))
 console = Console(stderr=True)
 
 
-@app.command()
+@app.command(cls=Command, epilog=epilog("It prints `export D365SNOW_…=…` lines (URLs, demo credentials and "
+                                        "D365SNOW_CA_BUNDLE) that point the connector at it."))
 def serve(
     host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
     entra_port: Annotated[int, typer.Option(help="Port of the fake Entra ID (0 = any free port).")] = 8443,

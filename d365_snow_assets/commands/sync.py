@@ -2,139 +2,162 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from ..clients.errors import ConnectorError
 from ..clients.servicenow import ServiceNowClient
-from ..mapping import MappingError
 from ..paths import StatePaths
-from ..settings import ConnectorSettings, SettingsError, load_settings
+from ..settings import ConnectorSettings
 from ..sync.fit import fit_before_sync
 from ..sync.targets import load_mappings
 from ..warehouse import Warehouse
 from .fit import findings_table
+from .output import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    config_json,
+    emit_json,
+    new_cycle_id,
+    reported,
+    run_log,
+    settings_for,
+)
 from .runs import RunOutcome, open_instance, run_cycle
+from .summary import (
+    OutcomeCounts,
+    fatal_failure,
+    print_outcome_table,
+    print_runs,
+    print_summary,
+    runs_json,
+    summarize_cycle,
+    summary_json,
+)
 
-console = Console(stderr=True)
+console = Console()
+progress = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON document on stdout (shape "
+                                                         "in the README, errors included).")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Also print Dagster's log lines and "
+                                                                     "tracebacks here (they always go to the log "
+                                                                     "file).")]
 
 
 def _describe(outcome: RunOutcome) -> str:
     scope = outcome.partition.upper() if outcome.partition else "reference data"
+    run = f"[dim]{outcome.job} run {outcome.run_id[:8]}[/]"
     if outcome.success:
-        return f"[green]✓[/] {scope} ([dim]{outcome.job} run {outcome.run_id[:8]}[/])"
-    return f"[red]✗[/] {scope}: {escape(outcome.error or 'failed')} ([dim]run {outcome.run_id[:8]}[/])"
+        return f"[green]✓[/] {scope} ({run})"
+    return f"[red]✗[/] {scope} ({run}): {len(outcome.failures) or 'a'} step(s) failed"
 
 
-def _cycle(push: bool) -> list[RunOutcome]:
-    try:
-        settings = load_settings()
+def _cycle(command: str, *, push: bool, json_output: bool,
+           verbose: bool) -> tuple[ConnectorSettings, str, Path, list[RunOutcome]]:
+    """Check the configuration (exit 2 with a sentence), then run the cycle with its log file."""
+    settings = settings_for(json_output=json_output)
+    with reported(json_output=json_output):
         load_mappings()  # a typo in a [mapping] override fails here, before anything is extracted
-    except (SettingsError, MappingError) as exc:
-        console.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
-    if push:
-        _refuse_misfit(settings)
+        if push:
+            _refuse_misfit(settings, json_output=json_output)
     instance = open_instance(settings)
+    cycle = new_cycle_id()
     verb = "Syncing" if push else "Planning"
-    with console.status(f"{verb} {len(settings.legal_entities)} legal entities…") as status:
+    with run_log(settings.home, command, cycle, verbose=verbose) as log_file, progress.status(
+            f"{verb} {len(settings.legal_entities)} legal entities…") as status:
         def on_run(outcome: RunOutcome) -> None:
-            console.print(_describe(outcome))
+            progress.print(_describe(outcome))
             status.update(f"{verb}… ({outcome.job} done)")
-        return run_cycle(settings, instance, push=push, on_run=on_run)
+        outcomes = run_cycle(settings, instance, push=push, on_run=on_run, cycle_id=cycle)
+    return settings, cycle, log_file, outcomes
 
 
-def _refuse_misfit(settings: ConnectorSettings) -> None:
-    """No push into a table whose mapping does not fit the instance (DESIGN §4: exit 2 with the report)."""
+def _refuse_misfit(settings: ConnectorSettings, *, json_output: bool) -> None:
+    """No push into a table whose mapping does not fit the instance (DESIGN §4: exit 2 with the report). A
+    [mapping] override naming a field the instance lacks raises MappingError (the caller's exit 2)."""
     warehouse = Warehouse(StatePaths(settings.home).ensure().warehouse)
     try:
         with ServiceNowClient(settings) as snow:
             report = fit_before_sync(snow, warehouse, settings)
-    except MappingError as exc:
-        console.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
     except ConnectorError:
         return  # the runs meet the same failure and report it where it happens
-    if report.blocking:
-        console.print(findings_table("The mapping does not fit this ServiceNow instance", report.blocking))
-        console.print("[red]Nothing was synced.[/] Run `d365-snow fit` for the whole report; the README's \"Before "
-                      "the first sync\" says how an admin fixes each finding.")
-        raise typer.Exit(2)
-
-
-def summarize(outcomes: list[RunOutcome], prefix: str) -> dict[str, dict[str, int]]:
-    """Metadata counts (``outcome_*`` / ``rows_*``) summed per asset across legal entities."""
-    totals: dict[str, dict[str, int]] = {}
-    for outcome in outcomes:
-        for asset, metadata in outcome.materializations.items():
-            if not asset.startswith(prefix):
-                continue
-            bucket = totals.setdefault(asset.removeprefix(prefix).removesuffix("_changes"), {})
-            for key, value in metadata.items():
-                if isinstance(value, int) and (key.startswith(("outcome_", "rows_")) or key in {"rejected", "errors"}):
-                    name = key.removeprefix("outcome_").removeprefix("rows_")
-                    bucket[name] = bucket.get(name, 0) + value
-    return totals
-
-
-def invoice_totals(outcomes: list[RunOutcome]) -> dict[str, int]:
-    """What ``invoices/posting`` did across legal entities: one count per outcome, plus ``retry_next_run``."""
-    totals: dict[str, int] = {}
-    for outcome in outcomes:
-        for key, value in outcome.materializations.get("invoices/posting", {}).items():
-            if isinstance(value, int) and (key.startswith("outcome_") or key == "retry_next_run"):
-                name = key.removeprefix("outcome_")
-                totals[name] = totals.get(name, 0) + value
-    return totals
-
-
-PUSH_COLUMNS = ("inserted", "updated", "ignored", "rejected", "errors")
-# invoices/posting outcomes (invoices.posting.Outcome) and how many failed invoices the next run takes up again.
-INVOICE_COLUMNS = ("created", "reused", "posted", "skipped", "rejected", "error", "retry_next_run")
-PLAN_COLUMNS = ("insert", "change", "delete", "held_back", "unchanged")
-
-
-def print_table(title: str, totals: dict[str, dict[str, int]], columns: tuple[str, ...]) -> None:
-    table = Table(title=title)
-    table.add_column("target", no_wrap=True)
-    for column in columns:
-        table.add_column(column, justify="right")
-    for target, counts in sorted(totals.items()):
-        table.add_row(target, *(f"{counts.get(c, 0):,}" for c in columns))
-    Console().print(table)
-
-
-def sync(json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:
-    """Run one full cycle F&O → ServiceNow for every configured legal entity through the Dagster asset graph."""
-    outcomes = _cycle(push=True)
-    totals = summarize(outcomes, "servicenow/")
-    invoices = invoice_totals(outcomes)
-    failed_checks = [c for o in outcomes for c in o.failed_checks]
-    ok = all(o.success for o in outcomes)
+    if not report.blocking:
+        return
+    message = ("The mapping does not fit this ServiceNow instance, so nothing was synced: "
+               + " ".join(f.message for f in report.blocking))
     if json_output:
-        typer.echo(orjson.dumps({"ok": ok, "pushed": totals, "invoices": invoices, "failed_checks": failed_checks,
-                                 "runs": [{"job": o.job, "partition": o.partition, "run_id": o.run_id,
-                                           "success": o.success, "error": o.error} for o in outcomes]},
-                                option=orjson.OPT_INDENT_2).decode())
+        emit_json({"ok": False, "error": {"kind": "misfit", "message": message},
+                   "findings": [f.as_dict() for f in report.blocking]})
     else:
-        print_table("Pushed to ServiceNow (per target, all legal entities)", totals, PUSH_COLUMNS)
-        print_table("Invoices ServiceNow → F&O (all legal entities)", {"invoices": invoices}, INVOICE_COLUMNS)
-        for check in failed_checks:
-            console.print(f"[yellow]check not passing:[/] {escape(check)}")
-    if not ok:
-        console.print("[red]The cycle did not complete.[/] Fix the error above and run `d365-snow sync` again; "
-                      "records already pushed are not sent twice.")
-        raise typer.Exit(1)
+        progress.print(findings_table("The mapping does not fit this ServiceNow instance", report.blocking))
+        progress.print("[red]Nothing was synced.[/] Run `d365-snow fit` for the whole report; the README's "
+                       "\"Before the first sync\" says how an admin fixes each finding.")
+    raise typer.Exit(EXIT_USAGE)
 
 
-def plan() -> None:
+def _closing(ok: bool, fatal_message: str | None, failed_steps: int, log_file: Path, again: str) -> None:
+    if fatal_message:
+        progress.print(f"[red]Stopped:[/] {escape(fatal_message)} Nothing more was sent.")
+    elif not ok:
+        progress.print(f"[red]The cycle did not complete:[/] {failed_steps} step(s) failed (above). {again}")
+    # On a line of its own and never wrapped, so it can be copied (or read by a script).
+    progress.print(f"Log: {log_file}", soft_wrap=True, highlight=False, style=None if not ok else "dim")
+
+
+def sync(json_output: JsonOption = False, verbose: VerboseOption = False) -> None:
+    """Run one full cycle through Dagster (F&O → ServiceNow, then invoices) and summarise every record's outcome.
+
+    All configured legal entities; the runs land in the Dagster instance under D365SNOW_HOME, tagged by cycle.
+    """
+    settings, cycle, log_file, outcomes = _cycle("sync", push=True, json_output=json_output, verbose=verbose)
+    summary = summarize_cycle(Warehouse(StatePaths(settings.home).warehouse), cycle, outcomes)
+    if json_output:
+        emit_json(summary_json(summary, config=config_json(settings), log_file=log_file))
+    else:
+        print_summary(summary, console)
+        fatal = fatal_failure(outcomes)
+        _closing(summary.ok, fatal.message if fatal else None, sum(len(r.failures) for r in outcomes), log_file,
+                 "Records already pushed are not sent twice: run `d365-snow sync` again once the cause is fixed.")
+    if not summary.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+PLAN_COLUMNS = {"insert": "insert", "change": "change", "delete": "deactivate", "held_back": "held back",
+                "unchanged": "unchanged"}
+
+
+def plan_rows(outcomes: list[RunOutcome]) -> list[OutcomeCounts]:
+    """What each plan asset would push, per target and legal entity (``rows_*`` metadata of the plan assets)."""
+    rows = []
+    for run in outcomes:
+        for asset, metadata in run.materializations.items():
+            if asset.startswith("plan/"):
+                counts = {c: int(metadata.get(f"rows_{c}", 0) or 0) for c in PLAN_COLUMNS}
+                rows.append(OutcomeCounts("d365_to_snow", asset.removeprefix("plan/").removesuffix("_changes"),
+                                          run.partition, asset, counts))
+    return sorted(rows, key=lambda r: (r.target, r.legal_entity or ""))
+
+
+def plan(json_output: JsonOption = False, verbose: VerboseOption = False) -> None:
     """Show what a sync would push (inserts, changes, deactivations, held-back lines), without pushing."""
-    outcomes = _cycle(push=False)
-    print_table("What a sync would push (per target, all legal entities)", summarize(outcomes, "plan/"), PLAN_COLUMNS)
-    if not all(o.success for o in outcomes):
-        raise typer.Exit(1)
+    settings, cycle, log_file, outcomes = _cycle("plan", push=False, json_output=json_output, verbose=verbose)
+    rows = plan_rows(outcomes)
+    runs = runs_json(outcomes)
+    if json_output:
+        emit_json({"ok": runs["ok"], "error": runs["error"], "cycle": cycle, "config": config_json(settings),
+                   "log_file": str(log_file),
+                   "plan": [{"target": r.target, "legal_entity": r.legal_entity, **r.counts} for r in rows],
+                   **{k: v for k, v in runs.items() if k not in ("ok", "error")}})
+    else:
+        print_outcome_table("What a sync would push", rows, PLAN_COLUMNS, console)
+        print_runs(outcomes, console)
+        fatal = fatal_failure(outcomes)
+        _closing(runs["ok"], fatal.message if fatal else None, len(runs["failed_steps"]), log_file,
+                 "Run `d365-snow plan` again once the cause is fixed.")
+    if not runs["ok"]:
+        raise typer.Exit(EXIT_FAILED)

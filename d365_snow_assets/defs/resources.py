@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from ..clients.d365 import D365Client
+from ..clients.errors import AuthError
 from ..clients.servicenow import ServiceNowClient
 from ..discovery import InstanceSchema, load_schema
 from ..discovery.outbound import OutboundFields, resolve_outbound
@@ -52,6 +53,10 @@ class _ClientResource(_SettingsBacked):
         if self._client is None:
             self._client = self._create(self.settings)
         return self._client
+
+    def refused_credentials(self) -> AuthError | None:
+        """Set once the service refused this run's credentials (its client then sends nothing more)."""
+        return self._client.refused_credentials if self._client is not None else None
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:

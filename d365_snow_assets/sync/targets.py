@@ -8,17 +8,18 @@ from pathlib import Path
 from ..discovery.model import InstanceSchema
 from ..mapping import DEFAULT_MAPPINGS, MappingContext, apply_overrides, overrides_from_toml
 from ..mapping.spec import TargetMapping
-from ..settings import TOML_FILE, ConnectorSettings
+from ..settings import ConnectorSettings, config_path
 
 
-def load_mappings(config_file: Path = Path(TOML_FILE), schema: InstanceSchema | None = None
+def load_mappings(config_file: Path | None = None, schema: InstanceSchema | None = None
                   ) -> dict[str, TargetMapping]:
-    """The DESIGN §5.1 mappings with the customer's ``[mapping]`` overrides from ``d365snow.toml`` applied; with
-    ``schema`` (the instance's discovered schema) overrides may also name the instance's own fields.
+    """The DESIGN §5.1 mappings with the customer's ``[mapping]`` overrides from the configuration file
+    (``D365SNOW_CONFIG``, default ``./d365snow.toml``) applied; with ``schema`` (the instance's discovered schema)
+    overrides may also name the instance's own fields.
 
     Raises :class:`~d365_snow_assets.mapping.MappingError` with a sentence naming the table and field at fault.
     """
-    return apply_overrides(overrides_from_toml(config_file), schema=schema)
+    return apply_overrides(overrides_from_toml(config_file or config_path()), schema=schema)
 
 
 def mapping_context(settings: ConnectorSettings) -> MappingContext:

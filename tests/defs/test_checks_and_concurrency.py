@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 
 import dagster as dg
+import orjson
 
 from d365_snow_assets.commands.runs import open_instance, run_cycle
 from d365_snow_assets.settings import load_settings
@@ -49,8 +50,11 @@ def test_plan_shows_the_diff_and_pushes_nothing(connector: Connector) -> None:
     assert result.exit_code == 0, result.stderr
     assert "sn_fin_supplier" in result.stdout
     assert connector.snow("sys_import_set_row") == []
-    vendors = len(connector.fno('SELECT 1 FROM "VendorsV2"'))
-    assert str(vendors) in result.stdout  # every vendor is an insert in the plan
+    vendors = connector.fno('SELECT lower("dataAreaId") AS le, count(*) AS n FROM "VendorsV2" GROUP BY 1')
+    plan = orjson.loads(connector.cli("plan", "--json").stdout)["plan"]
+    # Every vendor is an insert in the plan, per legal entity.
+    assert {r["legal_entity"]: r["insert"] for r in plan if r["target"] == "sn_fin_supplier"} == {
+        v["le"]: v["n"] for v in vendors}
 
 
 def test_two_syncs_started_at_once_both_complete_without_duplicates(connector: Connector) -> None:

@@ -38,7 +38,8 @@ def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector:
     assert set(invalid) <= set(errors)
     assert all(r["processing_message"].strip() for r in errors.values())
     # The CLI summary tells the same story as ServiceNow.
-    assert summary["invoices"] == {"created": len(processed), "rejected": len(errors), "retry_next_run": 0}
+    assert summary["invoices"] == {"created": len(processed), "reused": 0, "posted": 0, "skipped": 0,
+                                   "rejected": len(errors), "error": 0, "retry_next_run": 0}
 
     # Exactly one pending F&O invoice per processed ServiceNow invoice, and none for the rejected ones.
     headers = connector.fno('SELECT * FROM "VendorInvoiceHeaders"')

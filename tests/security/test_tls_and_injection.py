@@ -35,7 +35,6 @@ def _cli(env: dict[str, str | None], *args: str) -> Any:
 def test_without_the_ca_bundle_tls_fails_clearly_and_nothing_is_written(connector: Connector, tmp_path,
                                                                        monkeypatch, switches, command) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "d365snow.toml").write_text('verify = false\nverify_tls = false\ninsecure = true\n')
     monkeypatch.delenv("D365SNOW_CA_BUNDLE")
     env: dict[str, str | None] = {**connector.env, "D365SNOW_CA_BUNDLE": None, **switches}
     result = _cli(env, command)
@@ -45,6 +44,16 @@ def test_without_the_ca_bundle_tls_fails_clearly_and_nothing_is_written(connecto
     assert "Traceback" not in text
     assert connector.snow("sys_import_set_row") == []
     assert connector.fno('SELECT 1 FROM "VendorInvoiceHeaders"') == []
+
+
+def test_off_switches_in_the_configuration_file_are_refused(connector: Connector, tmp_path, monkeypatch) -> None:
+    # Not silently ignored either: a key that is not a setting is a configuration error naming it (exit 2).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d365snow.toml").write_text('verify = false\nverify_tls = false\ninsecure = true\n')
+    result = _cli(connector.env, "ping")
+    assert result.exit_code == 2, result.output
+    assert all(f"`{key}`" in result.output for key in ("verify", "verify_tls", "insecure")), result.output
+    assert connector.snow("sys_import_set_row") == []
 
 
 INJECTIONS = ["x' or 1 eq 1 or 'a", "a^ORactive=true", "a^^ORname!=b", "O'Brien, Smith & \"Sons\" ^ 100%*",

@@ -87,20 +87,21 @@ def fno_business_events(context: dg.SensorEvaluationContext) -> dg.SensorResult 
                 paid.setdefault(le, []).append(event.event_id)
             elif event.business_event_id == PO_CONFIRMED:
                 confirmed.setdefault(le, []).append(event.event_id)
+        tags = {"d365snow/trigger": "business_event", **settings.run_tags()}
         requests = [
             dg.RunRequest(run_key=_run_key("posted", le, [i for i, _ in items]), job_name=event_read_back.name,
                           run_config={"ops": {"read_back_posted_invoices": {"config": {
                               "legal_entity": le, "invoices": [pair for _, pair in items]}}}},
-                          tags={"d365snow/trigger": "business_event"})
+                          tags=tags)
             for le, items in sorted(posted.items())]
         requests += [
             dg.RunRequest(run_key=_run_key("paid", le, ids), job_name=invoice_round_trip.name, partition_key=le,
                           asset_selection=[extract_key("VendTransBiEntities"), PAYMENTS_KEY],
-                          tags={"d365snow/trigger": "business_event"})
+                          tags=tags)
             for le, ids in sorted(paid.items())]
         requests += [
             dg.RunRequest(run_key=_run_key("confirmed", le, ids), job_name=sync_legal_entity.name, partition_key=le,
-                          tags={"d365snow/trigger": "business_event"})
+                          tags=tags)
             for le, ids in sorted(confirmed.items())]
         # Consumed once the runs are requested (events of other companies or kinds included): run keys keep a
         # re-evaluated tick from launching twice, and the polls cover anything an interrupted tick drops.

@@ -33,9 +33,10 @@ def _running(instance: dg.DagsterInstance, job_name: str) -> set[str | None]:
 )
 def fno_poll(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     try:
-        legal_entities = load_settings(require=None).legal_entities
+        settings = load_settings(require=None)
     except SettingsError as exc:
         return dg.SkipReason(f"configuration problem: {exc}")
+    legal_entities, tags = settings.legal_entities, settings.run_tags()
     if not legal_entities:
         return dg.SkipReason("no legal entities configured (D365SNOW_LEGAL_ENTITIES)")
     # One window per interval: every request of a window has the same run key, so a re-evaluated tick (or two
@@ -44,10 +45,11 @@ def fno_poll(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipRe
     known = set(context.instance.get_dynamic_partitions(LEGAL_ENTITY.name or "legal_entity"))
     requests = []
     if None not in _running(context.instance, sync_reference_data.name):
-        requests.append(dg.RunRequest(run_key=f"reference_data:{window}", job_name=sync_reference_data.name))
+        requests.append(dg.RunRequest(run_key=f"reference_data:{window}", job_name=sync_reference_data.name,
+                                      tags=tags))
     busy = _running(context.instance, sync_legal_entity.name)
-    requests += [dg.RunRequest(run_key=f"{le}:{window}", job_name=sync_legal_entity.name, partition_key=le)
-                 for le in legal_entities if le not in busy]
+    requests += [dg.RunRequest(run_key=f"{le}:{window}", job_name=sync_legal_entity.name, partition_key=le,
+                               tags=tags) for le in legal_entities if le not in busy]
     new = [le for le in legal_entities if le not in known]
     return dg.SensorResult(
         run_requests=requests,

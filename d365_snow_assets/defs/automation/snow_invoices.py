@@ -63,7 +63,8 @@ def snow_approved_invoices(context: dg.SensorEvaluationContext) -> dg.SensorResu
             for le in settings.legal_entities:
                 waiting = waiting_invoice(client, warehouse, le, out, settings.erp_source)
                 if waiting:
-                    requests.append(dg.RunRequest(run_key=f"invoices:{le}:{waiting}:{window}", partition_key=le))
+                    requests.append(dg.RunRequest(run_key=f"invoices:{le}:{waiting}:{window}", partition_key=le,
+                                                  tags=settings.run_tags()))
     except ConnectorError as exc:
         # Nothing was requested and nothing moved: the next tick asks again.
         return dg.SkipReason(f"ServiceNow could not be read: {exc}")
