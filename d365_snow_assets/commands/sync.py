@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..clients.errors import ConnectorError
+from ..clients.d365 import D365Client
+from ..clients.errors import ConnectorError, CredentialsRefusedError
 from ..clients.servicenow import ServiceNowClient
 from ..paths import StatePaths
 from ..settings import ConnectorSettings
@@ -64,7 +65,7 @@ def _cycle(command: str, *, push: bool, json_output: bool,
     with reported(json_output=json_output):
         load_mappings()  # a typo in a [mapping] override fails here, before anything is extracted
         if push:
-            _refuse_misfit(settings, json_output=json_output)
+            _preflight(settings, json_output=json_output)
     instance = open_instance(settings)
     cycle = new_cycle_id()
     verb = "Syncing" if push else "Planning"
@@ -77,27 +78,40 @@ def _cycle(command: str, *, push: bool, json_output: bool,
     return settings, cycle, log_file, outcomes
 
 
-def _refuse_misfit(settings: ConnectorSettings, *, json_output: bool) -> None:
-    """No push into a table whose mapping does not fit the instance (DESIGN §4: exit 2 with the report). A
-    [mapping] override naming a field the instance lacks raises MappingError (the caller's exit 2)."""
+def _preflight(settings: ConnectorSettings, *, json_output: bool) -> None:
+    """Before any run: both systems take the credentials (a refusal ends the cycle with the variable to fix), and
+    no table's mapping has a blocking misfit with the instance (DESIGN §4: exit 2 with the report). F&O first:
+    its token costs two requests, the instance's schema a dozen. A [mapping] override naming a field the instance
+    lacks raises MappingError (the caller's exit 2)."""
     warehouse = Warehouse(StatePaths(settings.home).ensure().warehouse)
     try:
+        with D365Client(settings) as d365:
+            d365.token()
         with ServiceNowClient(settings) as snow:
             report = fit_before_sync(snow, warehouse, settings)
+    except CredentialsRefusedError as exc:
+        _stop(json_output, "credentials", exc.message, EXIT_FAILED)
     except ConnectorError:
-        return  # the runs meet the same failure and report it where it happens
-    if not report.blocking:
-        return
-    message = ("The mapping does not fit this ServiceNow instance, so nothing was synced: "
-               + " ".join(f.message for f in report.blocking))
+        return  # unreachable or similar: the runs meet the same failure and report it where it happens
+    if report.blocking:
+        message = ("The mapping does not fit this ServiceNow instance, so nothing was synced: "
+                   + " ".join(f.message for f in report.blocking))
+        if not json_output:
+            progress.print(findings_table("The mapping does not fit this ServiceNow instance", report.blocking))
+        _stop(json_output, "misfit", message, EXIT_USAGE, [f.as_dict() for f in report.blocking])
+
+
+def _stop(json_output: bool, kind: str, message: str, code: int, findings: list[dict[str, str | None]] | None = None
+          ) -> NoReturn:
     if json_output:
-        emit_json({"ok": False, "error": {"kind": "misfit", "message": message},
-                   "findings": [f.as_dict() for f in report.blocking]})
-    else:
-        progress.print(findings_table("The mapping does not fit this ServiceNow instance", report.blocking))
+        emit_json({"ok": False, "error": {"kind": kind, "message": message},
+                   **({"findings": findings} if findings is not None else {})})
+    elif kind == "misfit":
         progress.print("[red]Nothing was synced.[/] Run `d365-snow fit` for the whole report; the README's "
                        "\"Before the first sync\" says how an admin fixes each finding.")
-    raise typer.Exit(EXIT_USAGE)
+    else:
+        progress.print(f"[red]Stopped:[/] {escape(message)} Nothing more was sent.")
+    raise typer.Exit(code)
 
 
 def _closing(ok: bool, fatal_message: str | None, failed_steps: int, log_file: Path, again: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from ..clients.errors import AuthError, ConfigurationError
+from ..clients.errors import ApiError, AuthError, ConfigurationError
 from ..sync.push import BlockedTargetError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,8 +23,9 @@ def refused_credentials(resources: Iterable[object]) -> AuthError | None:
 
 
 def fail_fast_on_configuration(fn: F) -> F:
-    """Turn configuration and credential errors, and a mapping that does not fit the instance, into a
-    non-retryable Dagster failure carrying their message.
+    """Turn configuration and credential errors, a mapping that does not fit the instance, and a request the service
+    refused as such (4xx: the same request would be refused again), into a non-retryable Dagster failure carrying
+    their message.
 
     A step that caught a client error itself (a push audits every failed chunk and then fails) still fails this
     way when its client's credentials were refused meanwhile: a retry would be refused the same way.
@@ -34,7 +35,7 @@ def fail_fast_on_configuration(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigurationError, AuthError, BlockedTargetError) as exc:
+        except (ConfigurationError, AuthError, BlockedTargetError, ApiError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         except Exception:
             refused = refused_credentials(kwargs.values())
