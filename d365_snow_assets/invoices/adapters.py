@@ -83,7 +83,7 @@ class D365Ledger:
         lines = self._find(LINE_ENTITY, legal_entity, {"HeaderReference": reference},
                            ["dataAreaId", "HeaderReference", "InvoiceLineNumber"])
         numbers = frozenset(int(float(r["InvoiceLineNumber"])) for r in lines if r.get("InvoiceLineNumber") is not None)
-        return PendingInvoice(reference, numbers, str(row.get("DocumentNumber") or "") or None)
+        return PendingInvoice(reference, document_number=str(row.get("DocumentNumber") or ""), line_numbers=numbers)
 
     def create_header(self, payload: Payload) -> str:
         created = self.client.create(HEADER_ENTITY, json_ready(payload))
