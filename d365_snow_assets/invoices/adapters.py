@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -18,11 +16,6 @@ from d365_snow_assets.clients.servicenow import ServiceNowClient
 from d365_snow_assets.invoices.model import HEADER_TABLE
 from d365_snow_assets.invoices.payloads import HEADER_ENTITY, LINE_ENTITY, Payload, json_ready
 from d365_snow_assets.invoices.posting import PendingInvoice, PostedInvoice
-
-# Test hook for the crash fault test (tests/invoice_flow): when set, the process SIGKILLs itself right after F&O
-# confirmed a header POST and before any line is sent, the one moment DESIGN §5.2's natural-key lookup exists for.
-# A hook in the process under test is deterministic; a latency fault on the sandbox would make the kill racy.
-KILL_AFTER_HEADER_ENV = "D365SNOW_TEST_KILL_AFTER_HEADER"
 
 
 def parse_fno_date(value: Any) -> date | None:
@@ -87,10 +80,7 @@ class D365Ledger:
 
     def create_header(self, payload: Payload) -> str:
         created = self.client.create(HEADER_ENTITY, json_ready(payload))
-        reference = str(created.get("HeaderReference") or "")
-        if os.environ.get(KILL_AFTER_HEADER_ENV):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return reference
+        return str(created.get("HeaderReference") or "")
 
     def create_line(self, payload: Payload) -> None:
         self.client.create(LINE_ENTITY, json_ready(payload))
@@ -119,4 +109,4 @@ class ServiceNowStatusWriter:
                           fields=list(self.FIELDS))
 
 
-__all__ = ["KILL_AFTER_HEADER_ENV", "D365Ledger", "ServiceNowStatusWriter", "parse_fno_date"]
+__all__ = ["D365Ledger", "ServiceNowStatusWriter", "parse_fno_date"]
