@@ -7,8 +7,9 @@ instance, so ``dagster dev`` with the same ``DAGSTER_HOME`` shows them, their me
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 import filelock
@@ -56,9 +57,12 @@ def _load_definitions() -> dg.Definitions:
 
 
 def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push: bool,
-              on_run: Callable[[RunOutcome], None] | None = None, invoices: bool = True) -> list[RunOutcome]:
+              on_run: Callable[[RunOutcome], None] | None = None, invoices: bool = True,
+              run_config: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+              ) -> list[RunOutcome]:
     """Reference data first (lines are validated against it), then each legal entity, then (when pushing) the
-    invoice round trip of each legal entity."""
+    invoice round trip of each legal entity. ``run_config`` and ``tags`` go to every run (e.g. an operator's
+    acceptance of mass deactivations)."""
     definitions = _load_definitions()
     register_legal_entities(instance, settings.legal_entities)
     prefix = "sync" if push else "plan"
@@ -69,7 +73,7 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
         plan += [("invoice_round_trip", le) for le in settings.legal_entities]
     outcomes = []
     for job_name, partition in plan:
-        outcome = _execute(definitions, instance, job_name, partition)
+        outcome = _execute(definitions, instance, job_name, partition, run_config or {}, tags or {})
         outcomes.append(outcome)
         if on_run:
             on_run(outcome)
@@ -79,11 +83,12 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
 
 
 def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str,
-             partition: str | None) -> RunOutcome:
+             partition: str | None, run_config: Mapping[str, Any], tags: Mapping[str, str]) -> RunOutcome:
     job = definitions.resolve_job_def(job_name)
     # The full event stream goes to the instance (the UI shows it); the terminal only gets warnings and errors.
     result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
-                                    tags={"d365snow/launched_by": "cli"}, run_config=_QUIET_CONSOLE)
+                                    tags={"d365snow/launched_by": "cli", **tags},
+                                    run_config={**_QUIET_CONSOLE, **run_config})
     outcome = RunOutcome(job_name, partition, result.run_id, result.success)
     for event in result.all_events:
         if event.is_step_materialization:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from typing import Annotated
 
 import orjson
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from ..mapping import MappingError
 from ..settings import SettingsError, load_settings
+from ..sync.mass_change import Acceptance, AcceptanceError
 from ..sync.targets import load_mappings
 from .runs import RunOutcome, open_instance, run_cycle
 
@@ -25,11 +27,12 @@ def _describe(outcome: RunOutcome) -> str:
     return f"[red]✗[/] {scope}: {escape(outcome.error or 'failed')} ([dim]run {outcome.run_id[:8]}[/])"
 
 
-def _cycle(push: bool) -> list[RunOutcome]:
+def _cycle(push: bool, accept_deactivations: list[str] | None = None) -> list[RunOutcome]:
     try:
         settings = load_settings()
         load_mappings()  # a typo in a [mapping] override fails here, before anything is extracted
-    except (SettingsError, MappingError) as exc:
+        acceptance = Acceptance.of(accept_deactivations or [], getpass.getuser())
+    except (SettingsError, MappingError, AcceptanceError) as exc:
         console.print(f"[red]Configuration problem:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     instance = open_instance(settings)
@@ -38,7 +41,9 @@ def _cycle(push: bool) -> list[RunOutcome]:
         def on_run(outcome: RunOutcome) -> None:
             console.print(_describe(outcome))
             status.update(f"{verb}… ({outcome.job} done)")
-        return run_cycle(settings, instance, push=push, on_run=on_run)
+        return run_cycle(settings, instance, push=push, on_run=on_run,
+                         run_config=acceptance.run_config() if acceptance else None,
+                         tags=acceptance.tags() if acceptance else None)
 
 
 def summarize(outcomes: list[RunOutcome], prefix: str) -> dict[str, dict[str, int]]:
@@ -83,9 +88,14 @@ def print_table(title: str, totals: dict[str, dict[str, int]], columns: tuple[st
     Console().print(table)
 
 
-def sync(json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:
+def sync(json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+         accept_deactivations: Annotated[list[str] | None, typer.Option(
+             "--accept-deactivations", metavar="TARGET",
+             help="Accept a mass deactivation of TARGET (e.g. gl_accounts) in this run: F&O really lost those "
+                  "records. Repeatable; recorded with your user name in the run's tags and the audit.")] = None,
+         ) -> None:
     """Run one full cycle F&O → ServiceNow for every configured legal entity through the Dagster asset graph."""
-    outcomes = _cycle(push=True)
+    outcomes = _cycle(push=True, accept_deactivations=accept_deactivations)
     totals = summarize(outcomes, "servicenow/")
     invoices = invoice_totals(outcomes)
     failed_checks = [c for o in outcomes for c in o.failed_checks]

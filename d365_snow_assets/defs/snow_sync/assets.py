@@ -1,11 +1,13 @@
 """Plan and push assets, one pair per ServiceNow target, generated from ``sync.targets.TARGETS``."""
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import dagster as dg
 import polars as pl
 
 from ...mapping import MappingContext
+from ...sync.mass_change import MAX_COUNT, MAX_SHARE, RESOURCE_KEY, DeactivationReview, review_deactivations
 from ...sync.plan import SyncPlan, build_plan, reference_data
 from ...sync.push import AuditContext, push_plan
 from ...sync.targets import TARGETS, SyncTarget, load_mappings
@@ -13,11 +15,12 @@ from ...validation.reference_data import check_account_references
 from ..d365_extract.assets import extract_key
 from ..failures import fail_fast_on_configuration
 from ..partitions import LEGAL_ENTITY
-from ..resources import ServiceNowResource, WarehouseResource
+from ..resources import MassChangeResource, ServiceNowResource, WarehouseResource
 from .metadata import preview_table
 
 PUSH_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 ACCOUNTS_CHECK = "lines_reference_active_accounts"
+DEACTIVATION_CHECK = "no_mass_deactivation"
 
 
 def plan_key(target: SyncTarget) -> dg.AssetKey:
@@ -41,12 +44,20 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
     mapping = target.mapping()
     key = plan_key(target)
     checks = [
-        dg.AssetCheckSpec(ACCOUNTS_CHECK, asset=key, blocking=True,
-                          description="Every line references an existing, active GL account and cost center. Lines "
-                                      "that do not are held back (audited as rejected) and listed here: a warning, "
-                                      "the rest is pushed. An error, which stops the push, means a line about to be "
-                                      "pushed still fails the rule."),
-    ] if target.validate_accounts else []
+        dg.AssetCheckSpec(DEACTIVATION_CHECK, asset=key, blocking=True,
+                          description=f"The plan deactivates at most {MAX_SHARE:.0%} of the partition's active "
+                                      f"records, or at most {MAX_COUNT}. More is what a partial view of F&O looks "
+                                      "like (lost read access): the plan is not pushed, with the count, the share "
+                                      "and a sample of keys here, unless the run accepts it (`d365-snow sync "
+                                      f"--accept-deactivations {target.name}`, or run config resources → "
+                                      f"{RESOURCE_KEY})."),
+    ]
+    if target.validate_accounts:
+        checks.append(dg.AssetCheckSpec(
+            ACCOUNTS_CHECK, asset=key, blocking=True,
+            description="Every line references an existing, active GL account and cost center. Lines that do not are "
+                        "held back (audited as rejected) and listed here: a warning, the rest is pushed. An error, "
+                        "which stops the push, means a line about to be pushed still fails the rule."))
 
     @dg.asset(
         key=key, deps=_upstream(target), group_name="plan", kinds={"duckdb", "polars"},
@@ -58,13 +69,18 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         metadata={"staging_table": mapping.staging_table, "target_table": mapping.target_table,
                   "coalesce": list(mapping.coalesce)},
     )
-    def _plan(context: dg.AssetExecutionContext,
-              warehouse: WarehouseResource) -> Iterator[dg.Output[SyncPlan] | dg.AssetCheckResult]:
+    def _plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+              mass_change: MassChangeResource) -> Iterator[dg.Output[SyncPlan] | dg.AssetCheckResult]:
         settings = warehouse.settings
         legal_entity = context.partition_key if target.per_company else None
         plan = build_plan(target, warehouse.open(), MappingContext(erp_source=settings.erp_source),
                           legal_entity=legal_entity, configured_legal_entities=settings.legal_entities,
                           mapping=target.mapping(load_mappings()))
+        review = review_deactivations(plan, warehouse.open(), settings.erp_source, mass_change.acceptance())
+        if review.accepted and review.acceptance is not None:
+            plan = replace(plan, deactivation_note=review.acceptance.note)
+            # Recorded on the run whoever launched it (the CLI sets the same tags at launch, the UI does not).
+            context.instance.add_run_tags(context.run.run_id, review.acceptance.tags())
         counts = plan.counts
         context.log.info(f"{mapping.target_table} ({legal_entity or 'shared'}): {counts}")
         metadata: dict[str, object] = {f"rows_{k}": v for k, v in counts.items()}
@@ -74,10 +90,23 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         if plan.held_back.height:
             metadata["preview_held_back"] = preview_table(plan.held_back, ["_business_key", "_reason"])
         yield dg.Output(plan, metadata=metadata)
+        yield _deactivation_check(review)
         if target.validate_accounts:
             yield _account_check(plan, warehouse)
 
     return _plan
+
+
+def _deactivation_check(review: DeactivationReview) -> dg.AssetCheckResult:
+    metadata: dict[str, object] = {"partition": review.scope, "deactivations": review.deactivations,
+                                   "active_records": review.active, "share": round(review.share, 4),
+                                   "sample_keys": dg.MetadataValue.md("\n".join(f"- `{k}`" for k in review.sample)
+                                                                      or "none")}
+    if review.acceptance is not None and review.accepted:
+        metadata.update({"accepted_by": review.acceptance.by,
+                         "accepted_at": review.acceptance.at.isoformat(timespec="seconds")})
+    return dg.AssetCheckResult(check_name=DEACTIVATION_CHECK, passed=not review.blocked, metadata=metadata,
+                               description=review.sentence())
 
 
 def _account_check(plan: SyncPlan, warehouse: WarehouseResource) -> dg.AssetCheckResult:
