@@ -42,7 +42,9 @@ def check_account_references(rows: pl.DataFrame, refs: ReferenceData, *, legal_e
     """``rows`` with a ``_reason`` column: ``""`` when both references are fine, else every problem in words.
 
     A cost center is valid when it exists for the row's legal entity or as a shared value (blank legal entity),
-    and is not suspended; a company-specific value wins over a shared one with the same code.
+    and is not suspended; a company-specific value wins over a shared one with the same code. A blank GL account
+    or cost center is no reference at all, so nothing to check (DESIGN §5.1: an item line's posting profile
+    decides its account at invoicing, and many lines have no cost center).
     """
     le = pl.col(legal_entity_column).str.to_uppercase()
     specific = refs.cost_centers.filter(pl.col("legal_entity") != "").rename({"cc_active": "_cc_specific"})
@@ -59,10 +61,10 @@ def check_account_references(rows: pl.DataFrame, refs: ReferenceData, *, legal_e
     )
     gl, cc = pl.col(gl_column), pl.col(cost_center_column)
     problems = [
-        pl.when(gl.fill_null("") == "").then(pl.lit("no GL account"))
+        pl.when(gl.fill_null("") == "").then(pl.lit(None, dtype=pl.String))
         .when(pl.col("_gl_active").is_null()).then(pl.format("GL account {} does not exist in F&O", gl))
         .when(~pl.col("_gl_active")).then(pl.format("GL account {} is suspended", gl)),
-        pl.when(cc.fill_null("") == "").then(pl.lit("no cost center"))
+        pl.when(cc.fill_null("") == "").then(pl.lit(None, dtype=pl.String))
         .when(pl.col("_cc_active").is_null())
         .then(pl.format("cost center {} does not exist for legal entity {}", cc, pl.col("_le")))
         .when(~pl.col("_cc_active")).then(pl.format("cost center {} is suspended", cc)),

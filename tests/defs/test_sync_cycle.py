@@ -25,7 +25,8 @@ def _import_rows(connector: Connector) -> int:
 
 
 def _invalid_line_keys(connector: Connector) -> set[tuple[str, str, str]]:
-    """PO lines whose GL account or cost center is missing or suspended, computed from F&O directly."""
+    """PO lines naming a GL account or cost center that is missing or suspended, computed from F&O directly (a
+    blank one is no reference, DESIGN §5.1)."""
     lines = connector.fno('SELECT "dataAreaId", "PurchaseOrderNumber", "LineNumber", "MainAccountIdDisplayValue", '
                           '"DefaultLedgerDimensionDisplayValue" FROM "PurchaseOrderLinesV2"')
     accounts = {r["MainAccountId"]: r["IsSuspended"] for r in connector.fno('SELECT * FROM "MainAccounts"')}
@@ -39,7 +40,8 @@ def _invalid_line_keys(connector: Connector) -> set[tuple[str, str, str]]:
         display = (line["DefaultLedgerDimensionDisplayValue"] or "").replace("\\-", "\x00")
         cc = display.split("-")[0].replace("\x00", "-")
         cc_state = centers.get((le, cc), centers.get(("", cc)))
-        if accounts.get(line["MainAccountIdDisplayValue"]) != "No" or cc_state != "No":
+        gl = line["MainAccountIdDisplayValue"]
+        if (gl and accounts.get(gl) != "No") or (cc and cc_state != "No"):
             invalid.add((le.upper(), line["PurchaseOrderNumber"], str(line["LineNumber"])))
     return invalid
 
