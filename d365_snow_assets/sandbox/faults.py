@@ -38,11 +38,14 @@ class FaultProfile(BaseModel):
     token_lifetime_s: int | None = Field(default=None, ge=1)
     include_auth: bool = False
     seed: int = 0
-    # The next `lose_answers` writes (any method but GET) whose path contains `lose_answer_path` are committed,
-    # then answered 503 or reset: a deterministic switch, drawn before the shares above.
+    # The next `lose_answers` writes (any method but GET) are committed, then answered 503 or reset: a
+    # deterministic switch, drawn before the shares above.
     lose_answers: int = Field(default=0, ge=0)
     lose_answer_as: Literal["503", "reset"] = "503"
-    lose_answer_path: str = ""
+    # Every fault above applies only to requests with one of these methods (empty: any) whose path contains
+    # `path_contains`, e.g. only the PATCHes of one table; the others pass untouched and are not counted.
+    methods: list[str] = Field(default_factory=list)
+    path_contains: str = ""
 
 
 @dataclass
@@ -80,21 +83,26 @@ class FaultInjector:
             self.counters = FaultCounters()
             self._answers_to_lose = profile.lose_answers
 
+    def _in_scope(self, method: str, path: str) -> bool:
+        p = self.profile
+        return (not p.methods or method in p.methods) and p.path_contains in path
+
     def lose_answer(self, method: str, path: str) -> str | None:
         """``"503"`` or ``"reset"`` when this write is to be committed and its answer lost, else None."""
         with self._lock:
-            p = self.profile
-            if self._answers_to_lose <= 0 or method == "GET" or p.lose_answer_path not in path:
+            if self._answers_to_lose <= 0 or method == "GET" or not self._in_scope(method, path):
                 return None
             self._answers_to_lose -= 1
             self.counters.lost_answers += 1
-            return p.lose_answer_as
+            return self.profile.lose_answer_as
 
-    def draw(self, path: str) -> str | None:
+    def draw(self, method: str, path: str) -> str | None:
         """Decide this request's fate: ``None``, ``"429"``, ``"5xx"`` or ``"reset"``."""
         with self._lock:
-            self.counters.requests += 1
             p = self.profile
+            if not self._in_scope(method, path):
+                return None
+            self.counters.requests += 1
             if not p.include_auth and any(m in path for m in AUTH_PATH_MARKERS):
                 return None
             roll = self._rng.random()
@@ -157,7 +165,7 @@ class FaultMiddleware:
             else:
                 await self._error(send, 503, profile.retry_after_s)
             return
-        fate = self.injector.draw(scope["path"])
+        fate = self.injector.draw(scope["method"], scope["path"])
         if fate == "reset":
             await _reset(send, scope["path"])
             return

@@ -22,7 +22,7 @@ def test_a_create_whose_answer_is_lost_after_commit_is_found_not_sent_again(conn
     world = connector.server.world
     world.d365.set_duplicate_check("AcceptDuplicate")
     connector.server.set_faults("d365", FaultProfile(lose_answers=LOST, lose_answer_as=answer,
-                                                     lose_answer_path="/data/VendorInvoice"))
+                                                     path_contains="/data/VendorInvoice"))
 
     summary = connector.sync()
 

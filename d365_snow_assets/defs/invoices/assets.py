@@ -17,7 +17,7 @@ from ...invoices import InvoiceReferences, audit_rows, outcome_counts, parse_inv
 from ...invoices.adapters import D365Ledger, ServiceNowStatusWriter
 from ...invoices.model import HEADER_TABLE, LINE_TABLE
 from ...invoices.payloads import HEADER_ENTITY
-from ...invoices.posting import AuditRecord, post_invoices
+from ...invoices.posting import AuditRecord, PostingResult, post_invoices
 from ...mapping import MappingContext
 from ...sync.invoices import (
     JOUR,
@@ -106,7 +106,7 @@ def outbound_invoices(context: dg.AssetExecutionContext, snow: ServiceNowResourc
                 "at a time per legal entity: a second one waits, then posts only what still waits.",
 )
 def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resource,
-                    snow: ServiceNowResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+                    snow: ServiceNowResource, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
     le = context.partition_key
     wh = warehouse.open()
 
@@ -118,14 +118,23 @@ def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: 
     try:
         with wh.exclusive(posting_lock_name(le), f"run {context.run.run_id}", timeout=POSTING_WAIT_S,
                           on_wait=waiting):
-            return _post(context, poll, d365, snow, wh)
+            materialization, results = _post(context, poll, d365, snow, wh)
     except ExclusiveBusy as exc:
         raise dg.Failure(f"{le.upper()}: another run is still posting this legal entity's invoices ({exc}). "
                          "Nothing was posted by this run; its invoices stay waiting for the next one.") from None
+    yield materialization
+    # Status tells the truth (DESIGN §7.1): what this run did is recorded above, but an invoice left in error for
+    # a reason that is not the invoice's (unreachable, throttled, unconfirmed) means the step did not complete.
+    unfinished = [r.number for r in results if r.outcome == "error" and r.retryable]
+    if unfinished:
+        raise dg.Failure(description=f"{le.upper()}: {len(unfinished)} invoice(s) could not be brought to an end "
+                                     f"state for a reason that is not the invoice's ({', '.join(unfinished[:10])}"
+                                     f"{', …' if len(unfinished) > 10 else ''}); the next run takes them up again.",
+                         allow_retries=False)
 
 
 def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resource, snow: ServiceNowResource,
-          wh: Warehouse) -> dg.MaterializeResult:
+          wh: Warehouse) -> tuple[dg.MaterializeResult, list[PostingResult]]:
     le = context.partition_key
     run_id, asset_key, attempt = context.run.run_id, context.asset_key.to_user_string(), context.retry_number + 1
     scope = scope_under_lock(snow.client(), poll, wh.get_cursor(retry_cursor_name(le), []))
@@ -182,7 +191,7 @@ def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resour
     if results:
         metadata["preview"] = _table([{"number": r.number, "key": r.business_key, "outcome": r.outcome,
                                        "erp_number": r.erp_number or "", "message": r.message} for r in results])
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata), results
 
 
 def _bi_extract(entity: str, description: str) -> dg.AssetsDefinition:
@@ -216,7 +225,7 @@ vendor_transactions_extract = _bi_extract(
                 "(PATCH of `sn_spend_intg_outbound_invoice`; F&O is only read).",
 )
 def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
-                  warehouse: WarehouseResource) -> dg.MaterializeResult:
+                  warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
     le = context.partition_key
     wh = warehouse.open()
     client = snow.client()
@@ -231,7 +240,12 @@ def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
     if updates:
         metadata["preview"] = _table([{"number": u.number, "erp_number": u.erp_number,
                                        "erp_posting_date": u.posting_date} for u in updates])
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata)
+    if errors:
+        failed = [str(r["message"]) for r in rows if r["outcome"] == "error"]
+        raise dg.Failure(description=f"{le.upper()}: {errors} of {len(updates)} posted invoice(s) could not be "
+                                     f"updated in ServiceNow ({failed[0]}); the next run offers them again.",
+                         allow_retries=False)
 
 
 @dg.asset(
@@ -243,7 +257,7 @@ def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
                 "partial payment leaves it Pending payment. Diffed against what was pushed: nothing is sent twice.",
 )
 def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
-                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+                    warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
     le = context.partition_key
     wh = warehouse.open()
     plan = plan_payments(wh, MappingContext(erp_source=warehouse.settings.erp_source), le)
@@ -255,7 +269,12 @@ def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
     if plan.diff.to_push.height:
         metadata["preview"] = preview_table(plan.diff.to_push, ["u_erp_invoice_number", "u_erp_supplier_code",
                                                                 "u_payment_amount", "u_payment_reference_id"])
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata)
+    if summary.unsent_chunks:
+        raise dg.Failure(description=f"{le.upper()}: {summary.unsent_chunks} call(s) to "
+                                     f"{PAYMENT_MAPPING.staging_table} failed; {summary.errors.height} payment "
+                                     "detail(s) are audited as errors and sent again by the next run.",
+                         allow_retries=False)
 
 
 class ReconciliationConfig(dg.Config):
