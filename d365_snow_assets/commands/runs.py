@@ -50,7 +50,18 @@ def open_instance(settings: ConnectorSettings) -> dg.DagsterInstance:
     return instance
 
 
-def _load_definitions() -> dg.Definitions:
+def launch(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str, *,
+           partition: str | None = None, run_config: Mapping[str, Any] | None = None,
+           tags: Mapping[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """Run one of the connector's jobs in this process, recorded in ``instance`` like any other run."""
+    job = definitions.resolve_job_def(job_name)
+    # The full event stream goes to the instance (the UI shows it); the terminal only gets warnings and errors.
+    return job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
+                                  tags={"d365snow/launched_by": "cli", **(tags or {})},
+                                  run_config={**_QUIET_CONSOLE, **(run_config or {})})
+
+
+def load_definitions() -> dg.Definitions:
     from ..definitions import defs
 
     return defs() if callable(defs) else defs  # type: ignore[operator]
@@ -63,7 +74,7 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
     """Reference data first (lines are validated against it), then each legal entity, then (when pushing) the
     invoice round trip of each legal entity. ``run_config`` and ``tags`` go to every run (e.g. an operator's
     acceptance of mass deactivations)."""
-    definitions = _load_definitions()
+    definitions = load_definitions()
     register_legal_entities(instance, settings.legal_entities)
     prefix = "sync" if push else "plan"
     plan: list[tuple[str, str | None]] = [(f"{prefix}_reference_data", None)]
@@ -84,11 +95,7 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
 
 def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str,
              partition: str | None, run_config: Mapping[str, Any], tags: Mapping[str, str]) -> RunOutcome:
-    job = definitions.resolve_job_def(job_name)
-    # The full event stream goes to the instance (the UI shows it); the terminal only gets warnings and errors.
-    result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
-                                    tags={"d365snow/launched_by": "cli", **tags},
-                                    run_config={**_QUIET_CONSOLE, **run_config})
+    result = launch(definitions, instance, job_name, partition=partition, run_config=run_config, tags=tags)
     outcome = RunOutcome(job_name, partition, result.run_id, result.success)
     for event in result.all_events:
         if event.is_step_materialization:
