@@ -32,4 +32,4 @@ INVOICE_SELECTION = dg.AssetSelection.groups("snow_extract", "invoices", "status
 invoice_round_trip = dg.define_asset_job(
     "invoice_round_trip", selection=INVOICE_SELECTION,
     description="Approved ServiceNow invoices of one legal entity → F&O pending invoices, then posted status and "
-                "payments back to ServiceNow, and the reconciliation.")
+                "payments back to ServiceNow (the month-end reconciliation is the job reconcile_invoices).")

@@ -2,12 +2,11 @@
 
 ``servicenow_in/sn_spend_intg_outbound_invoice`` (poll) → ``invoices/posting`` (validate, post to F&O, write back)
 → ``d365/VendInvoiceJourBiEntities`` + ``d365/VendTransBiEntities`` (incremental) → ``invoices/posted_status`` and
-``servicenow/sn_shop_invoice_payment_detail`` → ``invoices/reconciliation`` (+ check ``no_mismatches``).
+``servicenow/sn_shop_invoice_payment_detail``. The month-end reconciliation is ``reconciliation.py``.
 """
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -31,7 +30,6 @@ from ...sync.invoices import (
     poll_cursor_name,
     poll_invoices,
     posted_status_updates,
-    reconcile,
     retry_cursor_name,
     scope_under_lock,
 )
@@ -46,8 +44,6 @@ POLL_KEY = dg.AssetKey(["servicenow_in", HEADER_TABLE])
 POSTING_KEY = dg.AssetKey(["invoices", "posting"])
 POSTED_STATUS_KEY = dg.AssetKey(["invoices", "posted_status"])
 PAYMENTS_KEY = dg.AssetKey(["servicenow", PAYMENT_MAPPING.target_table])
-RECONCILIATION_KEY = dg.AssetKey(["invoices", "reconciliation"])
-MISMATCH_CHECK = "no_mismatches"
 REFERENCE_DEPS = [extract_key(e) for e in ("VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2",
                                            "MainAccounts", "FinancialDimensionValues")]
 _TAGS = {"direction": "snow_to_d365"}
@@ -275,44 +271,3 @@ def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
                                      f"{PAYMENT_MAPPING.staging_table} failed; {summary.errors.height} payment "
                                      "detail(s) are audited as errors and sent again by the next run.",
                          allow_retries=False)
-
-
-class ReconciliationConfig(dg.Config):
-    """``period`` = ``YYYY-MM`` of the invoice date to reconcile one month; empty = every period."""
-
-    period: str = ""
-
-
-@dg.asset(
-    key=RECONCILIATION_KEY, deps=[POSTED_STATUS_KEY, PAYMENTS_KEY, extract_key(VEND_TRANS)], group_name="invoices",
-    kinds={"servicenow", "odata"}, partitions_def=LEGAL_ENTITY, owners=["team:integration"],
-    check_specs=[dg.AssetCheckSpec(MISMATCH_CHECK, asset=RECONCILIATION_KEY,
-                                   description="Fails when ServiceNow and F&O disagree on any processed invoice.")],
-    description="Month-end reconciliation per legal entity and period: ServiceNow invoice status, ERP number, "
-                "amount and paid amount against F&O pending / posted / settled; counts and amounts per period and "
-                "every mismatch listed.",
-)
-def invoice_reconciliation(context: dg.AssetExecutionContext, config: ReconciliationConfig, d365: D365Resource,
-                           snow: ServiceNowResource, warehouse: WarehouseResource
-                           ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    le = context.partition_key
-    result = reconcile(snow.client(), d365.client(), warehouse.open(), le, config.period or None)
-    mismatch_cols = ["number", "supplier", "invoice", "problem", "servicenow", "d365"]
-    period_cols = ["period", "sn_processed", "sn_amount", "fno_pending", "fno_posted", "fno_amount", "sn_paid",
-                   "fno_paid", "paid_amount", "mismatches"]
-    yield dg.MaterializeResult(metadata={
-        "dagster/row_count": sum(p["sn_processed"] for p in result.periods),
-        "mismatches": len(result.mismatches),
-        "reconciled_at": dg.MetadataValue.timestamp(datetime.now(UTC)),
-        "periods": _wide_table(result.periods, period_cols),
-        "mismatch_list": _wide_table(result.mismatches, mismatch_cols),
-    })
-    yield dg.AssetCheckResult(check_name=MISMATCH_CHECK, passed=not result.mismatches,
-                              metadata={"mismatches": len(result.mismatches),
-                                        "list": _wide_table(result.mismatches, mismatch_cols)})
-
-
-def _wide_table(rows: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
-    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
-    records = [dg.TableRecord({c: str(r.get(c, ""))[:200] for c in columns}) for r in rows[:200]]
-    return dg.MetadataValue.table(records, schema=schema)
