@@ -37,7 +37,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
 
 @dg.asset(
     key=RECONCILIATION_KEY, deps=[POSTED_STATUS_KEY, PAYMENTS_KEY, extract_key(JOUR), extract_key(VEND_TRANS)],
-    group_name="reconciliation", kinds={"servicenow", "odata"}, partitions_def=LEGAL_ENTITY_MONTH,
+    group_name="invoices", kinds={"servicenow", "odata"}, partitions_def=LEGAL_ENTITY_MONTH,
     owners=["team:integration"],
     check_specs=[dg.AssetCheckSpec(MISMATCH_CHECK, asset=RECONCILIATION_KEY,
                                    description="Fails when ServiceNow and F&O disagree on any processed invoice of "
