@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..clients.errors import ConfigurationError
 from ..warehouse import Warehouse, state
 from .plan import SyncPlan
 from .targets import TARGETS, TARGETS_BY_NAME
@@ -39,8 +40,9 @@ def is_mass_change(count: int, of: int) -> bool:
     return count > MAX_COUNT and count > MAX_SHARE * of
 
 
-class AcceptanceError(ValueError):
-    """An acceptance that cannot be honoured: an unknown target, or nobody named as accepting it."""
+class AcceptanceError(ConfigurationError):
+    """An acceptance that cannot be honoured: an unknown target, or nobody named as accepting it. A configuration
+    error, so a run stops at once instead of retrying it."""
 
 
 @dataclass(frozen=True)
