@@ -38,6 +38,7 @@ from .errors import (
     CredentialsRefusedError,
     DuplicateError,
     ForbiddenError,
+    MaybeWrittenError,
     NotFoundError,
     ReadOnlyError,
     TransientError,
@@ -626,13 +627,23 @@ class D365Client:
     def create(self, entity_set: str, body: Mapping[str, Any], *, retry_unsafe: bool = False) -> dict[str, Any]:
         """POST → the created entity (201), with server-assigned numbers such as HeaderReference.
 
-        A lost answer raises :class:`MaybeWrittenError` unless ``retry_unsafe``: the caller looks the record up by
-        its natural key before sending it again (DESIGN.md §6).
+        Any answer that is neither a clear success nor a clear refusal (a 5xx, a reset or timeout after sending, a
+        2xx whose body was cut off) raises :class:`MaybeWrittenError` unless ``retry_unsafe``: the caller looks the
+        record up by its natural key before sending it again (DESIGN.md §6, §7.1).
         """
         response = self._send("POST", f"{odata.check_identifier(entity_set, 'entity set')}?cross-company=true",
                               f"the creation of a {entity_set} record", json=dict(body), retry_unsafe=retry_unsafe,
                               ok=(200, 201, 204))
-        return self._json(response) if response.content else {}
+        if not response.content:
+            return {}
+        try:
+            return self._json(response)
+        except TransientError:
+            # F&O said 2xx, so the record most likely exists, but without the body the server-assigned key is
+            # unknown: the same lookup as for a lost answer finds it.
+            raise MaybeWrittenError(f"F&O's answer to the creation of a {entity_set} record was cut off; the record "
+                                    f"may have been written, so look it up before sending it again.",
+                                    status=response.status_code, system=SYSTEM) from None
 
     def update(self, entity_set: str, key: Mapping[str, Any], changes: Mapping[str, Any], *,
                etag: str | None = None) -> None:
@@ -674,7 +685,7 @@ class D365Client:
             results.append(ChangesetResult(False, parts, part.error, part.content_id))
         return results
 
-    # -- invoice lookups (DESIGN.md §5.2 step 2) -------------------------------------------------------------------
+    # -- metadata ------------------------------------------------------------------------------------------------
     def entity_properties(self, entity_sets: Collection[str]) -> dict[str, frozenset[str]]:
         """The property names of each of ``entity_sets`` that ``$metadata`` declares (absent sets are left out).
 
@@ -699,33 +710,6 @@ class D365Client:
             elif event == "end" and tag == "EntitySet" and element.get("Name") in wanted:
                 type_of[(element.get("EntityType") or "").rsplit(".", 1)[-1]] = element.get("Name") or ""
         return {entity_set: frozenset(properties.get(entity_type, ())) for entity_type, entity_set in type_of.items()}
-
-    def _find_exact(self, entity_set: str, legal_entity: str, match: Mapping[str, str],
-                    select: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        # '*' in an eq literal is a wildcard in F&O with no escape: query the superset, then compare exactly.
-        flt = odata.all_of(*(odata.eq(k, v, wildcard_ok=True) for k, v in match.items()))
-        rows = self.read_all(entity_set, legal_entity=legal_entity, odata_filter=flt, select=select)
-        le = legal_entity.lower()
-        return [r for r in rows if str(r.get("dataAreaId", le)).lower() == le
-                and all(str(r.get(k)) == v for k, v in match.items())]
-
-    def find_pending_invoice(self, legal_entity: str, invoice_account: str, invoice_number: str
-                             ) -> dict[str, Any] | None:
-        """The pending vendor invoice (``VendorInvoiceHeaders``) with this natural key, if any."""
-        rows = self._find_exact("VendorInvoiceHeaders", legal_entity,
-                                {"InvoiceAccount": invoice_account, "InvoiceNumber": invoice_number})
-        return rows[0] if rows else None
-
-    def find_posted_invoice(self, legal_entity: str, invoice_account: str, invoice_id: str
-                            ) -> dict[str, Any] | None:
-        """The posted invoice journal row (``VendInvoiceJourBiEntities``) with this natural key, if any."""
-        rows = self._find_exact("VendInvoiceJourBiEntities", legal_entity,
-                                {"InvoiceAccount": invoice_account, "InvoiceId": invoice_id})
-        return rows[0] if rows else None
-
-    def find_invoice_lines(self, legal_entity: str, header_reference: str) -> list[dict[str, Any]]:
-        """The lines of a pending invoice, to add only the missing ones on a retry."""
-        return self._find_exact("VendorInvoiceLines", legal_entity, {"HeaderReference": header_reference})
 
 
 def _op_index(content_id: str | None) -> int | None:

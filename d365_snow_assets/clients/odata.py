@@ -3,7 +3,7 @@
 F&O's dialect: ``eq ne gt ge lt le and or not`` and parentheses; no ``in`` and no ``has``; a ``*`` inside a string
 compared with ``eq``/``ne`` is a wildcard (``Name eq '*retail*'``) with no escape. So an exact match on a value
 containing ``*`` cannot be expressed: the builder refuses it unless the caller accepts a superset
-(``wildcard_ok=True``) and filters the rows itself (see ``D365Client.find_pending_invoice``).
+(``wildcard_ok=True``) and filters the rows itself (see ``D365Ledger._find`` in ``invoices/adapters.py``).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATC
 twice leaves the same state. DELETE repeated answers 404, which callers treat as done."""
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport failures that happen before a byte of the request reached the server: always safe to retry."""
 
 
 def is_tls_verification_failure(exc: BaseException) -> bool:
@@ -49,7 +50,6 @@ def is_tls_verification_failure(exc: BaseException) -> bool:
 def tls_failure_message(service: str, host: str) -> str:
     return (f"{service} at {host} presented a TLS certificate that could not be verified; if it uses a private CA, "
             f"set D365SNOW_CA_BUNDLE to that CA's PEM file (verification cannot be turned off).")
-"""Transport failures that happen before a byte of the request reached the server: always safe to retry."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,8 @@ class Transport:
 
         Raises :class:`ThrottledError` / :class:`TransientError` when retries run out, :class:`MaybeWrittenError`
         when a non-idempotent request (POST unless ``retry_unsafe``) may have been processed but its answer was
-        lost, and :class:`AuthError` when the service answers 401 again right after a token refresh.
+        lost (any 5xx, a reset or timeout after sending), and :class:`AuthError` when the service answers 401 again
+        right after a token refresh. A POST is re-sent only after a 429 or a failure before it was sent.
         """
         method = method.upper()
         may_resend = method in IDEMPOTENT_METHODS or retry_unsafe
@@ -309,8 +310,10 @@ class Transport:
                 if self._final_error is not None and self._final_error(response):
                     return response
                 self.stats.add(server_errors=1)
-                # 503 comes from the front door before the request is processed, so even a POST may be resent.
-                if not may_resend and status != 503:
+                # Any 5xx may follow a commit, 503 included: a gateway answers it when the server behind it is
+                # slow or restarting, whether or not the write went through. Only the caller can tell (by a
+                # lookup, or because the write coalesces), so a request it did not mark safe is never re-sent.
+                if not may_resend:
                     raise MaybeWrittenError(
                         f"{self.service} answered {status} to {method} {path}; the write may have happened, so "
                         f"look the record up before sending it again.", status=status, system=self.service)

@@ -22,9 +22,31 @@ from .summary import print_summary, summarize_cycle, summary_json
 
 console = Console()
 
+# Written into every home the demo creates: the only sign that lets a later demo wipe that directory. A path without
+# it may hold anything of the user's (`--home .` once deleted a project), so it is never deleted.
+MARKER = ".d365snow-demo-home"
+
+
+def claim_home(home: Path) -> str | None:
+    """Make ``home`` a fresh, empty demo home marked as the demo's own, or say why not (nothing deleted then).
+
+    Only a directory that carries the demo's marker is wiped; an empty or missing one is taken; anything else
+    (a file, a symlink, a directory with other contents) is refused."""
+    if home.is_symlink() or (home.exists() and not home.is_dir()):
+        return f"{home} is not a directory the demo created; choose another --home (nothing was deleted)."
+    if home.is_dir() and any(home.iterdir()):
+        if not (home / MARKER).is_file():
+            return (f"{home} already holds files the demo did not create; choose an empty or new directory for "
+                    f"--home, or delete it yourself if an older demo made it (nothing was deleted).")
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / MARKER).write_text("Created by `d365-snow demo`; the next demo with this --home deletes this directory.\n")
+    return None
+
 
 def demo(
-    home: Annotated[Path, typer.Option(help="Connector home for the demo (wiped first).")] = Path(".d365snow/demo"),
+    home: Annotated[Path, typer.Option(help="Connector home for the demo: a new or empty directory, or one an "
+                                            "earlier demo created (then wiped first).")] = Path(".d365snow/demo"),
     ui: Annotated[bool, typer.Option("--ui", help="Then open the Dagster UI on the demo's runs.")] = False,
     ui_port: Annotated[int, typer.Option(help="Port of the Dagster UI (with --ui).")] = 3000,
     small: Annotated[bool, typer.Option("--small", help="A small data set (a few hundred PO lines) for a quick look.")]
@@ -36,7 +58,10 @@ def demo(
 
     started = time.monotonic()
     data = SandboxDataSize.small() if small else SandboxDataSize()
-    shutil.rmtree(home, ignore_errors=True)
+    refused = claim_home(home)
+    if refused:
+        console.print(f"[red]Not starting the demo:[/] {escape(refused)}")
+        raise typer.Exit(2)
     with console.status("Generating the sandbox data and starting fake F&O, Entra ID and ServiceNow…"):
         server = SandboxServer(SandboxConfig(data=data), state_dir=home / "sandbox").start()
     try:

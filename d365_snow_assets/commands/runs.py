@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 import filelock
@@ -96,7 +97,19 @@ def open_instance(settings: ConnectorSettings) -> dg.DagsterInstance:
     return instance
 
 
-def _load_definitions() -> dg.Definitions:
+def launch(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str, *,
+           partition: str | None = None, run_config: Mapping[str, Any] | None = None,
+           tags: Mapping[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """Run one of the connector's jobs in this process, recorded in ``instance`` like any other run."""
+    job = definitions.resolve_job_def(job_name).with_logger_defs({"console": _run_logger})
+    # Without a `loggers` entry Dagster would add its default console logger; `console: {}` is also valid config
+    # for that default, so re-executing the run from the UI still works.
+    return job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
+                                  tags={"d365snow/launched_by": "cli", **(tags or {})},
+                                  run_config={"loggers": {"console": {}}, **(run_config or {})})
+
+
+def load_definitions() -> dg.Definitions:
     from ..definitions import defs
 
     return defs() if callable(defs) else defs  # type: ignore[operator]
@@ -104,11 +117,13 @@ def _load_definitions() -> dg.Definitions:
 
 def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push: bool,
               on_run: Callable[[RunOutcome], None] | None = None, invoices: bool = True,
-              cycle_id: str | None = None) -> list[RunOutcome]:
+              cycle_id: str | None = None, run_config: Mapping[str, Any] | None = None,
+              tags: Mapping[str, str] | None = None) -> list[RunOutcome]:
     """Reference data first (lines are validated against it), then each legal entity, then (when pushing) the
-    invoice round trip of each legal entity. Every run is tagged with ``cycle_id`` and the configuration it used;
-    the cycle stops at the first run that failed on configuration or refused credentials."""
-    definitions = _load_definitions()
+    invoice round trip of each legal entity. Every run is tagged with ``cycle_id`` and the configuration it used,
+    and gets ``run_config`` and ``tags`` (e.g. an operator's acceptance of mass deactivations); the cycle stops at
+    the first run that failed on configuration or refused credentials."""
+    definitions = load_definitions()
     register_legal_entities(instance, settings.legal_entities)
     prefix = "sync" if push else "plan"
     plan: list[tuple[str, str | None]] = [(f"{prefix}_reference_data", None)]
@@ -116,12 +131,12 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
     if push and invoices:
         # After the F&O → ServiceNow runs: invoices are validated against the snapshots those runs refreshed.
         plan += [("invoice_round_trip", le) for le in settings.legal_entities]
-    tags = {"d365snow/launched_by": "cli", **settings.run_tags()}
+    run_tags = {**settings.run_tags(), **(tags or {})}
     if cycle_id:
-        tags[CYCLE_TAG] = cycle_id
+        run_tags[CYCLE_TAG] = cycle_id
     outcomes = []
     for job_name, partition in plan:
-        outcome = _execute(definitions, instance, job_name, partition, tags)
+        outcome = _execute(definitions, instance, job_name, partition, run_config or {}, run_tags)
         outcomes.append(outcome)
         if on_run:
             on_run(outcome)
@@ -130,13 +145,9 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
     return outcomes
 
 
-def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition: str | None,
-             tags: dict[str, str]) -> RunOutcome:
-    job = definitions.resolve_job_def(job_name).with_logger_defs({"console": _run_logger})
-    # Without a `loggers` entry Dagster would add its default console logger; `console: {}` is also valid config
-    # for that default, so re-executing the run from the UI still works.
-    result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, tags=tags,
-                                    run_config={"loggers": {"console": {}}})
+def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str,
+             partition: str | None, run_config: Mapping[str, Any], tags: Mapping[str, str]) -> RunOutcome:
+    result = launch(definitions, instance, job_name, partition=partition, run_config=run_config, tags=tags)
     outcome = RunOutcome(job_name, partition, result.run_id, result.success)
     for event in result.all_events:
         if event.is_step_materialization:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -15,12 +16,14 @@ from ..clients.servicenow import ServiceNowClient
 from ..paths import StatePaths
 from ..settings import ConnectorSettings
 from ..sync.fit import fit_before_sync
+from ..sync.mass_change import Acceptance, AcceptanceError
 from ..sync.targets import load_mappings
 from ..warehouse import Warehouse
 from .fit import findings_table
 from .output import (
     EXIT_FAILED,
     EXIT_USAGE,
+    CommandError,
     config_json,
     emit_json,
     new_cycle_id,
@@ -58,12 +61,17 @@ def _describe(outcome: RunOutcome) -> str:
     return f"[red]✗[/] {scope} ({run}): {len(outcome.failures) or 'a'} step(s) failed"
 
 
-def _cycle(command: str, *, push: bool, json_output: bool,
-           verbose: bool) -> tuple[ConnectorSettings, str, Path, list[RunOutcome]]:
+def _cycle(command: str, *, push: bool, json_output: bool, verbose: bool,
+           accept_deactivations: list[str] | None = None
+           ) -> tuple[ConnectorSettings, str, Path, list[RunOutcome]]:
     """Check the configuration (exit 2 with a sentence), then run the cycle with its log file."""
     settings = settings_for(json_output=json_output)
     with reported(json_output=json_output):
         load_mappings()  # a typo in a [mapping] override fails here, before anything is extracted
+        try:
+            acceptance = Acceptance.of(accept_deactivations or [], getpass.getuser())
+        except AcceptanceError as exc:
+            raise CommandError("usage", str(exc)) from None
         if push:
             _preflight(settings, json_output=json_output)
     instance = open_instance(settings)
@@ -74,7 +82,9 @@ def _cycle(command: str, *, push: bool, json_output: bool,
         def on_run(outcome: RunOutcome) -> None:
             progress.print(_describe(outcome))
             status.update(f"{verb}… ({outcome.job} done)")
-        outcomes = run_cycle(settings, instance, push=push, on_run=on_run, cycle_id=cycle)
+        outcomes = run_cycle(settings, instance, push=push, on_run=on_run, cycle_id=cycle,
+                             run_config=acceptance.run_config() if acceptance else None,
+                             tags=acceptance.tags() if acceptance else None)
     return settings, cycle, log_file, outcomes
 
 
@@ -123,12 +133,18 @@ def _closing(ok: bool, fatal_message: str | None, failed_steps: int, log_file: P
     progress.print(f"Log: {log_file}", soft_wrap=True, highlight=False, style=None if not ok else "dim")
 
 
-def sync(json_output: JsonOption = False, verbose: VerboseOption = False) -> None:
+def sync(json_output: JsonOption = False, verbose: VerboseOption = False,
+         accept_deactivations: Annotated[list[str] | None, typer.Option(
+             "--accept-deactivations", metavar="TARGET",
+             help="Accept a mass deactivation of TARGET (e.g. gl_accounts) in this run: F&O really lost those "
+                  "records. Repeatable; recorded with your user name in the run's tags and the audit.")] = None,
+         ) -> None:
     """Run one full cycle through Dagster (F&O → ServiceNow, then invoices) and summarise every record's outcome.
 
     All configured legal entities; the runs land in the Dagster instance under D365SNOW_HOME, tagged by cycle.
     """
-    settings, cycle, log_file, outcomes = _cycle("sync", push=True, json_output=json_output, verbose=verbose)
+    settings, cycle, log_file, outcomes = _cycle("sync", push=True, json_output=json_output, verbose=verbose,
+                                                 accept_deactivations=accept_deactivations)
     summary = summarize_cycle(Warehouse(StatePaths(settings.home).warehouse), cycle, outcomes)
     if json_output:
         emit_json(summary_json(summary, config=config_json(settings), log_file=log_file))

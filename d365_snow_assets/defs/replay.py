@@ -1,12 +1,18 @@
-"""``replay_failed``: the CLI's ``d365-snow replay`` as a Dagster job, for operators who work in the UI."""
+"""``replay_failed``: replay of failed records as a Dagster job, launched from the UI or by ``d365-snow replay``
+(either way a run in the instance, with its logs and decisions). The rule is sync/replay.py's."""
 
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import dagster as dg
+import polars as pl
 
-from ..sync.replay import replay_to_servicenow
+from ..sync.replay import ReplayScope, ReplaySummary, replay_to_servicenow
 from ..sync.targets import load_mappings
 from .resources import ServiceNowResource, WarehouseResource
+from .snow_sync.metadata import preview_table
+
+OP_NAME = "replay_failed_records"
 
 
 class ReplayConfig(dg.Config):
@@ -14,25 +20,43 @@ class ReplayConfig(dg.Config):
     business_key: str | None = None
     since: str | None = None  # ISO 8601, UTC when no offset is given
     all_failed: bool = False
+    dry_run: bool = False  # decide and show what would be sent; send nothing
 
 
-@dg.op(description="Re-send failed F&O → ServiceNow records exactly as audited; audit the new attempt.")
+def _since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@dg.op(description="Repair failed F&O → ServiceNow records: each one held against the plan a sync would push now, "
+                   "sent (as audited, or F&O's newer state) or skipped with the reason; never a stale state.")
 def replay_failed_records(context: dg.OpExecutionContext, config: ReplayConfig, snow: ServiceNowResource,
-                          warehouse: WarehouseResource) -> None:
+                          warehouse: WarehouseResource) -> Iterator[dg.Output[ReplaySummary]]:
     if not (config.run_id or config.business_key or config.since or config.all_failed):
         raise dg.Failure("say which failures to replay: run_id, business_key, since or all_failed")
-    since = datetime.fromisoformat(config.since) if config.since else None
     wh = warehouse.open()
-    failed = wh.failed_records(run_id=config.run_id, business_key=config.business_key, since=since)
-    if failed.height == 0:
-        context.log.info("nothing to replay")
-        return
-    summary = replay_to_servicenow(failed, snow.client(), wh, load_mappings(), context.run.run_id)
-    context.log.info(f"replayed: {summary.outcomes}; not replayable here: {len(summary.not_replayable)}")
+    failed = wh.failed_records(run_id=config.run_id, business_key=config.business_key, since=_since(config.since))
+    settings = warehouse.settings
+    scope = ReplayScope(settings.erp_source, settings.legal_entities, load_mappings())
+    summary = replay_to_servicenow(failed, snow.client(), wh, scope, context.run.run_id, dry_run=config.dry_run)
+    decided = ", ".join(f"{a} {summary.count(a)}" for a in ("resend", "rederive", "skip"))
+    context.log.info(f"{'dry run: ' if config.dry_run else ''}{failed.height} failed record(s): {decided}; "
+                     f"outcomes {summary.outcomes or 'none'}; not replayable here: {len(summary.not_replayable)}")
+    metadata: dict[str, object] = {"failed_records": failed.height, "dry_run": config.dry_run,
+                                   **{f"decided_{a}": summary.count(a) for a in ("resend", "rederive", "skip")},
+                                   **{f"outcome_{k}": v for k, v in sorted(summary.outcomes.items())}}
+    if summary.decisions:
+        metadata["decisions"] = preview_table(pl.DataFrame([vars(d) for d in summary.decisions]),
+                                              ["business_key", "staging_table", "action", "reason"])
+    yield dg.Output(summary, metadata=metadata)
     if summary.outcomes.get("error"):
-        raise dg.Failure(f"{summary.outcomes['error']} record(s) failed again; see the audit store")
+        raise dg.Failure(f"{summary.outcomes['error']} record(s) failed again; see the audit store",
+                         allow_retries=False)
 
 
-@dg.job(description="Replay failed records from the audit store (like `d365-snow replay`).")
+@dg.job(description="Replay failed records from the audit store (like `d365-snow replay`; `dry_run` only shows "
+                    "what would be sent).")
 def replay_failed() -> None:
     replay_failed_records()

@@ -6,10 +6,11 @@ environment or the encrypted credential store when a run starts.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from ..clients.d365 import D365Client
 from ..clients.errors import AuthError
@@ -19,6 +20,7 @@ from ..discovery.outbound import OutboundFields, resolve_outbound
 from ..mapping.spec import TargetMapping
 from ..paths import StatePaths
 from ..settings import ConnectorSettings, load_settings
+from ..sync.mass_change import RESOURCE_KEY, Acceptance
 from ..sync.targets import load_mappings
 from ..warehouse import Warehouse
 from .io_manager import AtomicFilesystemIOManager
@@ -99,9 +101,23 @@ class ServiceNowResource(_ClientResource):
         return resolve_outbound(self.instance_schema(warehouse), self.mappings(warehouse))
 
 
+class MassChangeResource(dg.ConfigurableResource):
+    """Mass deactivations the operator accepts for one run (DESIGN §7.1, ``sync/mass_change.py``). Empty unless set:
+    ``d365-snow sync --accept-deactivations TARGET`` sets it; in the UI, the launchpad's run config does
+    (``resources: mass_change: config: {accept_deactivations: [gl_accounts], accepted_by: <your name>}``)."""
+
+    accept_deactivations: list[str] = Field(default_factory=list)
+    accepted_by: str = ""
+    accepted_at: str = ""  # ISO 8601; empty = when the run applies it
+
+    def acceptance(self) -> Acceptance | None:
+        at = datetime.fromisoformat(self.accepted_at) if self.accepted_at else None
+        return Acceptance.of(self.accept_deactivations, self.accepted_by, at)
+
+
 def connector_resources() -> dict[str, Any]:
     return {"d365": D365Resource(), "snow": ServiceNowResource(), "warehouse": WarehouseResource(),
-            "io_manager": AtomicFilesystemIOManager()}
+            "io_manager": AtomicFilesystemIOManager(), RESOURCE_KEY: MassChangeResource.configure_at_launch()}
 
 
 @dg.definitions

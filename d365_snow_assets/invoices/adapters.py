@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -18,11 +16,6 @@ from d365_snow_assets.clients.servicenow import ServiceNowClient
 from d365_snow_assets.discovery.outbound import OutboundFields
 from d365_snow_assets.invoices.payloads import HEADER_ENTITY, LINE_ENTITY, Payload, json_ready
 from d365_snow_assets.invoices.posting import PendingInvoice, PostedInvoice
-
-# Test hook for the crash fault test (tests/invoice_flow): when set, the process SIGKILLs itself right after F&O
-# confirmed a header POST and before any line is sent, the one moment DESIGN §5.2's natural-key lookup exists for.
-# A hook in the process under test is deterministic; a latency fault on the sandbox would make the kill racy.
-KILL_AFTER_HEADER_ENV = "D365SNOW_TEST_KILL_AFTER_HEADER"
 
 
 def parse_fno_date(value: Any) -> date | None:
@@ -83,14 +76,11 @@ class D365Ledger:
         lines = self._find(LINE_ENTITY, legal_entity, {"HeaderReference": reference},
                            ["dataAreaId", "HeaderReference", "InvoiceLineNumber"])
         numbers = frozenset(int(float(r["InvoiceLineNumber"])) for r in lines if r.get("InvoiceLineNumber") is not None)
-        return PendingInvoice(reference, numbers, str(row.get("DocumentNumber") or "") or None)
+        return PendingInvoice(reference, document_number=str(row.get("DocumentNumber") or ""), line_numbers=numbers)
 
     def create_header(self, payload: Payload) -> str:
         created = self.client.create(HEADER_ENTITY, json_ready(payload))
-        reference = str(created.get("HeaderReference") or "")
-        if os.environ.get(KILL_AFTER_HEADER_ENV):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return reference
+        return str(created.get("HeaderReference") or "")
 
     def create_line(self, payload: Payload) -> None:
         self.client.create(LINE_ENTITY, json_ready(payload))
@@ -122,4 +112,4 @@ class ServiceNowStatusWriter:
         self._patch(sys_id, "error", processing_message=message)
 
 
-__all__ = ["KILL_AFTER_HEADER_ENV", "D365Ledger", "ServiceNowStatusWriter", "parse_fno_date"]
+__all__ = ["D365Ledger", "ServiceNowStatusWriter", "parse_fno_date"]

@@ -67,10 +67,10 @@ class PendingInvoice:
     """A ``VendorInvoiceHeaders`` row for the key, with the ``InvoiceLineNumber`` values of its lines."""
 
     header_reference: str
+    # The header's DocumentNumber as F&O holds it ("" when blank). This connector writes the ServiceNow number
+    # there, so only a pending invoice carrying this invoice's number is its own (DESIGN §5.2 step 2).
+    document_number: str
     line_numbers: frozenset[int] = frozenset()
-    # The header's DocumentNumber (= the ServiceNow number when this connector created it); None when the ledger
-    # implementation does not read it, in which case the pending invoice is trusted to be ours.
-    document_number: str | None = None
 
 
 class InvoiceLedger(Protocol):
@@ -274,13 +274,14 @@ class _Attempt:
         return self._result("posted", posted.ledger_voucher)
 
     def _conflict(self, pending: PendingInvoice) -> PostingResult | None:
-        """A pending invoice with this key that another ServiceNow invoice (or a clerk) created: adding our lines
-        to it would double the invoice, so it is left alone and the clerk is told. [choice, beyond DESIGN §5.2]"""
-        if pending.document_number is None or pending.document_number == self.inv.number:
+        """A pending invoice with this key that is not this ServiceNow invoice's: another number, or blank (keyed
+        by hand in F&O). Adding our lines to it would merge two invoices, so F&O is left untouched and the clerk
+        is told which pending invoice is in the way (DESIGN §5.2 step 2)."""
+        document_number = pending.document_number.strip()
+        if document_number == self.inv.number.strip():
             return None
         message = messages.conflicting_pending(self.inv.supplier_invoice_number, self.inv.supplier,
-                                               self.inv.legal_entity, pending.header_reference,
-                                               pending.document_number)
+                                               self.inv.legal_entity, pending.header_reference, document_number)
         return self._fail(message, retryable=False, header_reference=pending.header_reference)
 
     def _missing(self, pending: PendingInvoice) -> list[InvoiceLine]:

@@ -4,6 +4,10 @@ A :class:`FaultProfile` is set per service (``entra``, ``d365``, ``snow``) at ru
 ``POST /admin/faults`` or :meth:`SandboxServer.set_faults`. The middleware applies it to every request except the
 admin routes and, unless ``include_auth`` is set, the token endpoints (a fault there would be cached by msal for
 ``Retry-After`` seconds, which is msal's documented behaviour but rarely what a test means).
+
+Besides the random shares, a profile can lose the answers of the next few writes *after* they were committed
+(``lose_answers``): the request is processed, then answered 503 or the connection is reset, as a gateway does when
+the server behind it was slow. That is the answer a client must not take for "not written" (DESIGN §6).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import struct
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +38,14 @@ class FaultProfile(BaseModel):
     token_lifetime_s: int | None = Field(default=None, ge=1)
     include_auth: bool = False
     seed: int = 0
+    # The next `lose_answers` writes (any method but GET) are committed, then answered 503 or reset: a
+    # deterministic switch, drawn before the shares above.
+    lose_answers: int = Field(default=0, ge=0)
+    lose_answer_as: Literal["503", "reset"] = "503"
+    # Every fault above applies only to requests with one of these methods (empty: any) whose path contains
+    # `path_contains`, e.g. only the PATCHes of one table; the others pass untouched and are not counted.
+    methods: list[str] = Field(default_factory=list)
+    path_contains: str = ""
 
 
 @dataclass
@@ -41,10 +54,11 @@ class FaultCounters:
     throttled: int = 0
     server_errors: int = 0
     resets: int = 0
+    lost_answers: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"requests": self.requests, "throttled": self.throttled,
-                "server_errors": self.server_errors, "resets": self.resets}
+                "server_errors": self.server_errors, "resets": self.resets, "lost_answers": self.lost_answers}
 
 
 ErrorResponder = Callable[[int, int], tuple[bytes, list[tuple[bytes, bytes]]]]
@@ -60,18 +74,35 @@ class FaultInjector:
     counters: FaultCounters = field(default_factory=FaultCounters)
     _rng: random.Random = field(default_factory=random.Random)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _answers_to_lose: int = 0
 
     def set(self, profile: FaultProfile) -> None:
         with self._lock:
             self.profile = profile
             self._rng = random.Random(f"{self.service}:{profile.seed}")
             self.counters = FaultCounters()
+            self._answers_to_lose = profile.lose_answers
 
-    def draw(self, path: str) -> str | None:
+    def _in_scope(self, method: str, path: str) -> bool:
+        p = self.profile
+        return (not p.methods or method in p.methods) and p.path_contains in path
+
+    def lose_answer(self, method: str, path: str) -> str | None:
+        """``"503"`` or ``"reset"`` when this write is to be committed and its answer lost, else None."""
+        with self._lock:
+            if self._answers_to_lose <= 0 or method == "GET" or not self._in_scope(method, path):
+                return None
+            self._answers_to_lose -= 1
+            self.counters.lost_answers += 1
+            return self.profile.lose_answer_as
+
+    def draw(self, method: str, path: str) -> str | None:
         """Decide this request's fate: ``None``, ``"429"``, ``"5xx"`` or ``"reset"``."""
         with self._lock:
-            self.counters.requests += 1
             p = self.profile
+            if not self._in_scope(method, path):
+                return None
+            self.counters.requests += 1
             if not p.include_auth and any(m in path for m in AUTH_PATH_MARKERS):
                 return None
             roll = self._rng.random()
@@ -126,26 +157,45 @@ class FaultMiddleware:
         profile = self.injector.profile
         if profile.latency_ms:
             await asyncio.sleep(profile.latency_ms / 1000)
-        fate = self.injector.draw(scope["path"])
+        lost = self.injector.lose_answer(scope["method"], scope["path"])
+        if lost is not None:
+            await self.app(scope, receive, _discard)  # processed and committed; its answer goes nowhere
+            if lost == "reset":
+                await _reset(send, scope["path"])
+            else:
+                await self._error(send, 503, profile.retry_after_s)
+            return
+        fate = self.injector.draw(scope["method"], scope["path"])
         if fate == "reset":
-            if _abort_connection(send):
-                # Let the loop deliver connection_lost first, so uvicorn sees a client gone, not an app bug.
-                for _ in range(3):
-                    await asyncio.sleep(0)
-                return
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-length", b"100000")]})
-            raise ConnectionResetFault(scope["path"])
+            await _reset(send, scope["path"])
+            return
         if fate is None:
             await self.app(scope, receive, send)
             return
-        status = 429 if fate == "429" else self.injector._rng.choice((500, 502, 503))
-        body, headers = self.responder(status, profile.retry_after_s)
         await _drain(receive)
+        await self._error(send, 429 if fate == "429" else self.injector._rng.choice((500, 502, 503)),
+                          profile.retry_after_s)
+
+    async def _error(self, send: Send, status: int, retry_after_s: int) -> None:
+        body, headers = self.responder(status, retry_after_s)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()), *headers]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _reset(send: Send, path: str) -> None:
+    if _abort_connection(send):
+        # Let the loop deliver connection_lost first, so uvicorn sees a client gone, not an app bug.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100000")]})
+    raise ConnectionResetFault(path)
+
+
+async def _discard(message: dict) -> None:
+    """An ASGI ``send`` that drops the response (of a write whose answer the fault loses)."""
 
 
 async def _drain(receive: Callable[[], Awaitable[dict]]) -> None:

@@ -1,6 +1,7 @@
 """Use cases of the invoice round trip that need I/O but no Dagster (DESIGN §5.2, §5.1 payment detail, §6, §7):
-the outbound-invoice poll, the incremental read of F&O's posted-invoice BI entities, the posted-status write-back,
-the payment-detail plan, and the month-end reconciliation. The assets in ``defs/invoices`` only wire these.
+the outbound-invoice poll, the incremental read of F&O's posted-invoice BI entities, the posted-status write-back
+and the payment-detail plan (the month-end reconciliation is ``sync/reconciliation.py``). The assets in
+``defs/invoices`` only wire these.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import polars as pl
@@ -18,7 +18,6 @@ from ..clients.d365 import D365Client
 from ..clients.encoded_query import EncodedQuery, escape
 from ..clients.servicenow import KeysetCursor, ServiceNowClient
 from ..discovery.binding import bind, coalesce_findings
-from ..discovery.documented import SHOP_INVOICE
 from ..discovery.model import InstanceSchema
 from ..discovery.outbound import OutboundFields
 from ..invoices.adapters import parse_fno_date
@@ -343,104 +342,6 @@ def plan_payments(warehouse: Warehouse, ctx: MappingContext, legal_entity: str,
     return SyncPlan(PAYMENT_TARGET, legal_entity, diff, held, bound, findings)
 
 
-# -- reconciliation ------------------------------------------------------------------------------------------------
-def _money(value: Any) -> Decimal | None:
-    try:
-        return Decimal(str(value)).quantize(Decimal("0.01")) if value not in (None, "") else None
-    except InvalidOperation:
-        return None
-
-
-@dataclass
-class Reconciliation:
-    legal_entity: str
-    periods: list[dict[str, Any]]  # per period: counts and amounts on both sides
-    mismatches: list[dict[str, str]]
-
-
-def reconcile(snow: ServiceNowClient, out: OutboundFields, erp_source: str, d365: D365Client, warehouse: Warehouse,
-              legal_entity: str, period: str | None = None) -> Reconciliation:
-    """ServiceNow's view of every processed outbound invoice of ``legal_entity`` against F&O: pending or posted,
-    ERP number, amount, and the ServiceNow invoice's state against F&O's settlement. ``period`` (``YYYY-MM`` of the
-    invoice date) restricts it to one month; every difference is listed."""
-    outbound = [out.to_header(r) for rows in snow.iter_static(
-        out.header_table, scope_query(out, legal_entity, erp_source, "processed"), fields=out.header_fields())
-        for r in rows]
-    outbound = [r for r in outbound if period is None or str(r.get("invoice_date", "")).startswith(period)]
-    # The APO invoice behind each outbound one, by the ERP number APO copies onto it (no documented field links
-    # the two records, reference §6.1).
-    state_of: dict[str, str] = {}
-    numbers = sorted({str(r.get("erp_number") or "") for r in outbound} - {""})
-    if out.shop_erp_number and out.shop_state and numbers:
-        for row in _by_ids(snow, SHOP_INVOICE, None, out.shop_erp_number, numbers,
-                           ["sys_id", out.shop_erp_number, out.shop_state]):
-            state_of[str(row.get(out.shop_erp_number) or "")] = str(row.get(out.shop_state) or "")
-    posted = posted_lookup(warehouse.read_snapshot(JOUR, [legal_entity]))
-    pending = {(_norm(r.get("InvoiceAccount")), _norm(r.get("InvoiceNumber"))): r for r in d365.read_all(
-        "VendorInvoiceHeaders", legal_entity=legal_entity,
-        select=["dataAreaId", "HeaderReference", "InvoiceAccount", "InvoiceNumber", "ImportedAmount"])}
-    trans = warehouse.read_snapshot(VEND_TRANS, [legal_entity])
-    settled: dict[tuple[str, str], Decimal] = {}
-    if trans.height and "Invoice" in trans.columns:
-        for r in trans.filter(pl.col("Invoice").cast(pl.String).fill_null("") != "").to_dicts():
-            settled[(_norm(r.get("AccountNum")), _norm(r.get("Invoice")))] = abs(_money(r.get("SettleAmountCur"))
-                                                                                 or Decimal(0))
-    periods: dict[str, dict[str, Any]] = {}
-    mismatches: list[dict[str, str]] = []
-
-    def problem(row: dict[str, Any], what: str, sn: Any, fno: Any) -> None:
-        mismatches.append({"number": str(row.get("number", "")), "supplier": str(row.get("supplier", "")),
-                           "invoice": str(row.get("supplier_invoice_number", "")), "problem": what,
-                           "servicenow": str(sn), "d365": str(fno)})
-
-    for row in outbound:
-        key = (_norm(row.get("supplier")), _norm(row.get("supplier_invoice_number")))
-        month = str(row.get("invoice_date", ""))[:7] or "(no date)"
-        p = periods.setdefault(month, {"period": month, "sn_processed": 0, "sn_amount": Decimal(0),
-                                       "fno_pending": 0, "fno_posted": 0, "fno_amount": Decimal(0),
-                                       "sn_paid": 0, "fno_paid": 0, "paid_amount": Decimal(0), "mismatches": 0})
-        before = len(mismatches)
-        amount = _money(row.get("amount_invoiced")) or Decimal(0)
-        p["sn_processed"] += 1
-        p["sn_amount"] += amount
-        state = state_of.get(str(row.get("erp_number") or ""), "")
-        p["sn_paid"] += state == "paid"
-        if key in posted:
-            j = posted[key]
-            p["fno_posted"] += 1
-            fno_amount = _money(j.get("InvoiceAmount")) or Decimal(0)
-            p["fno_amount"] += fno_amount
-            if row.get("erp_number") != j.get("LedgerVoucher"):
-                problem(row, "ERP number is not the posted voucher", row.get("erp_number"), j.get("LedgerVoucher"))
-            if not row.get("erp_posting_date"):
-                problem(row, "posted in Dynamics 365 but no ERP posting date in ServiceNow", "", j.get("InvoiceDate"))
-            if fno_amount != amount:
-                problem(row, "amount differs", amount, fno_amount)
-            paid = settled.get(key, Decimal(0))
-            p["paid_amount"] += paid
-            p["fno_paid"] += paid >= fno_amount > 0
-            expected = "paid" if paid >= fno_amount > 0 else "pending_payment"
-            if state != expected:
-                problem(row, "invoice state differs", state, expected)
-        elif key in pending:
-            h = pending[key]
-            p["fno_pending"] += 1
-            fno_amount = _money(h.get("ImportedAmount")) or Decimal(0)
-            p["fno_amount"] += fno_amount
-            if row.get("erp_number") != h.get("HeaderReference"):
-                problem(row, "ERP number is not the pending invoice", row.get("erp_number"), h.get("HeaderReference"))
-            if fno_amount != amount:
-                problem(row, "amount differs", amount, fno_amount)
-            if state != "pending_payment":
-                problem(row, "invoice state differs", state, "pending_payment")
-        else:
-            problem(row, "processed in ServiceNow but not found in Dynamics 365", row.get("erp_number"), "")
-        p["mismatches"] += len(mismatches) - before
-    rows = [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in p.items()}
-            for _, p in sorted(periods.items())]
-    return Reconciliation(legal_entity.lower(), rows, mismatches)
-
-
-__all__ = ["JOUR", "PAYMENT_MAPPING", "PAYMENT_TARGET", "VEND_TRANS",
-           "IncrementalResult", "InvoicePoll", "Reconciliation", "StatusUpdate", "extract_incremental",
-           "plan_payments", "poll_invoices", "posted_status_updates", "reconcile", "settlement_rows"]
+__all__ = ["JOUR", "PAYMENT_MAPPING", "PAYMENT_TARGET", "VEND_TRANS", "IncrementalResult", "InvoicePoll",
+           "StatusUpdate", "extract_incremental", "plan_payments", "poll_invoices", "posted_status_updates",
+           "scope_query", "settlement_rows"]

@@ -40,6 +40,11 @@ class SyncPlan:
     held_back: pl.DataFrame  # staging columns + _business_key + _reason
     bound: BoundTarget | None = None
     findings: list[Finding] = field(default_factory=list)
+    # The legal entities (upper-case, "" = shared records) whose pushed records the diff compared: only they can be
+    # deactivated. A legal entity that is not configured is out of scope, never "gone" (DESIGN §5.1).
+    scope: tuple[str, ...] = ()
+    # Set when the operator accepted this plan's mass deactivation (sync/mass_change.py): audited with each one.
+    deactivation_note: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -96,13 +101,18 @@ def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *,
                                       configured_legal_entities=configured_legal_entities,
                                       validate_accounts=target.validate_accounts)
 
+    # The legal entities this plan speaks for: its partition, or for shared data the configured companies plus ""
+    # (records shared by all). Pushed records outside it are out of scope, never "gone" (DESIGN §5.1); the mapping's
+    # row filters already leave other companies' rows out of the staging rows.
+    scope = (legal_entity.upper(),) if legal_entity else ("", *(le.upper() for le in configured_legal_entities))
+
     held_back = staging.head(0).with_columns(pl.lit("").alias(BUSINESS_KEY), pl.lit("").alias(REASON))
     if REASON in staging.columns:
         held = staging.filter(pl.col(REASON) != "")
         staging = staging.filter(pl.col(REASON) == "").drop(REASON)
         held_back = held.with_columns(business_key_expr(mapping.coalesce).alias(BUSINESS_KEY))
     if references is not None:
-        staging, rejected = split_valid(staging, references, blank_ok=True, **LINE_ACCOUNT_COLUMNS)
+        staging, rejected = split_valid(staging, references, **LINE_ACCOUNT_COLUMNS)
         rejected = rejected.with_columns(business_key_expr(mapping.coalesce).alias(BUSINESS_KEY))
         held_back = pl.concat([held_back, rejected.select(held_back.columns)]) if held_back.height else rejected
 
@@ -117,15 +127,14 @@ def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *,
         keys = rows.select(business_key_expr(mapping.coalesce).alias(BUSINESS_KEY)).to_series()
         findings = [*bound.findings, *coalesce_findings(bound, schema, rows, keys)]
 
-    diff_scope = [legal_entity] if legal_entity else None
-    diff = warehouse.diff(mapping, staging, erp_source=ctx.erp_source, legal_entities=diff_scope)
+    diff = warehouse.diff(mapping, staging, erp_source=ctx.erp_source, legal_entities=scope)
     if held_back.height:
         # A held-back row still exists in F&O: it must not look deleted and be deactivated in ServiceNow.
         keys = held_back.get_column(BUSINESS_KEY)
         diff = DiffResult(diff.target, diff.inserts, diff.changes,
                           diff.deletions.filter(~pl.col(BUSINESS_KEY).is_in(keys.implode())), diff.orphans,
                           diff.unchanged, diff.duplicate_keys)
-    return SyncPlan(target, legal_entity, diff, held_back, bound, findings)
+    return SyncPlan(target, legal_entity, diff, held_back, bound, findings, scope)
 
 
 def mapped_rows(mapping: TargetMapping, warehouse: Warehouse, ctx: MappingContext, *, legal_entity: str | None,

@@ -16,7 +16,7 @@ from ..discovery.binding import BoundTarget
 from ..mapping.spec import TargetMapping
 from ..warehouse import Warehouse, audit, state
 from ..warehouse.diff import payload_columns
-from ..warehouse.state import BUSINESS_KEY, ROW_HASH
+from ..warehouse.state import BUSINESS_KEY, DEACTIVATED, ROW_HASH
 from .plan import SyncPlan
 
 DIRECTION = "d365_to_snow"
@@ -95,6 +95,13 @@ def push_plan(plan: SyncPlan, client: ImportClient, warehouse: Warehouse, audit_
     results = [frame for frame, _ in sent]
     unsent = sum(1 for _, delivered in sent if not delivered)
     outcome_frame = pl.concat(results, how="diagonal_relaxed") if results else None
+    if outcome_frame is not None and plan.deactivation_note:
+        # The operator's acceptance of a mass deactivation travels with each record it let through.
+        note = pl.lit(plan.deactivation_note)
+        outcome_frame = outcome_frame.with_columns(
+            pl.when(pl.col(DEACTIVATED)).then(pl.concat_str([note, pl.col("message")], separator="; ",
+                                                            ignore_nulls=True))
+            .otherwise(pl.col("message")).alias("message"))
     now = datetime.now(UTC)
     audit_rows = [_audit_frame(outcome_frame, mapping, audit_ctx, now)] if outcome_frame is not None else []
     if plan.held_back.height:

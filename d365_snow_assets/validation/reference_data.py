@@ -38,14 +38,13 @@ class ReferenceData:
 
 
 def check_account_references(rows: pl.DataFrame, refs: ReferenceData, *, legal_entity_column: str = "legal_entity",
-                             gl_column: str = "gl_account", cost_center_column: str = "cost_center",
-                             blank_ok: bool = False) -> pl.DataFrame:
+                             gl_column: str = "gl_account", cost_center_column: str = "cost_center") -> pl.DataFrame:
     """``rows`` with a ``_reason`` column: ``""`` when both references are fine, else every problem in words.
 
     A cost center is valid when it exists for the row's legal entity or as a shared value (blank legal entity),
-    and is not suspended; a company-specific value wins over a shared one with the same code. With ``blank_ok`` a
-    blank GL account or cost center is no reference and no problem (PO lines, DESIGN §5.1: an item line takes its
-    account from the item's posting profile).
+    and is not suspended; a company-specific value wins over a shared one with the same code. A blank GL account
+    or cost center is no reference at all, so nothing to check (DESIGN §5.1: an item line's posting profile
+    decides its account at invoicing, and many lines have no cost center).
     """
     le = pl.col(legal_entity_column).str.to_uppercase()
     specific = refs.cost_centers.filter(pl.col("legal_entity") != "").rename({"cc_active": "_cc_specific"})
@@ -61,12 +60,11 @@ def check_account_references(rows: pl.DataFrame, refs: ReferenceData, *, legal_e
         .with_columns(pl.coalesce("_cc_specific", "_cc_shared").alias("_cc_active"))
     )
     gl, cc = pl.col(gl_column), pl.col(cost_center_column)
-    blank = pl.lit(None, dtype=pl.String) if blank_ok else None
     problems = [
-        pl.when(gl.fill_null("") == "").then(blank if blank_ok else pl.lit("no GL account"))
+        pl.when(gl.fill_null("") == "").then(pl.lit(None, dtype=pl.String))
         .when(pl.col("_gl_active").is_null()).then(pl.format("GL account {} does not exist in F&O", gl))
         .when(~pl.col("_gl_active")).then(pl.format("GL account {} is suspended", gl)),
-        pl.when(cc.fill_null("") == "").then(blank if blank_ok else pl.lit("no cost center"))
+        pl.when(cc.fill_null("") == "").then(pl.lit(None, dtype=pl.String))
         .when(pl.col("_cc_active").is_null())
         .then(pl.format("cost center {} does not exist for legal entity {}", cc, pl.col("_le")))
         .when(~pl.col("_cc_active")).then(pl.format("cost center {} is suspended", cc)),
@@ -76,8 +74,7 @@ def check_account_references(rows: pl.DataFrame, refs: ReferenceData, *, legal_e
     ).drop("_le", "_gl_active", "_cc_specific", "_cc_shared", "_cc_active")
 
 
-def split_valid(rows: pl.DataFrame, refs: ReferenceData, *, blank_ok: bool = False,
-                **columns: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_valid(rows: pl.DataFrame, refs: ReferenceData, **columns: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows whose references are fine, rows held back with their ``_reason``), order preserved."""
-    checked = check_account_references(rows, refs, blank_ok=blank_ok, **columns)
+    checked = check_account_references(rows, refs, **columns)
     return (checked.filter(pl.col(REASON) == "").drop(REASON), checked.filter(pl.col(REASON) != ""))

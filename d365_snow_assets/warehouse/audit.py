@@ -141,31 +141,32 @@ def failed_records(
     since: datetime | None = None,
     outcomes: Sequence[str] = FAILED_OUTCOMES,
 ) -> pl.DataFrame:
-    """The latest failed attempt of each record that has not succeeded since (``d365-snow replay``).
+    """Records whose latest audit row is a failure (``d365-snow replay``), that latest row each.
 
-    A record is (direction, entity, business key); it counts as recovered once any later row for it has a success
-    outcome. The filters narrow which failures are returned (``--run``, ``--key``, ``--since``; none =
-    ``--all-failed``). ``attempt`` of the result + 1 is the replay's attempt number.
+    A record is (direction, entity, business key). Its latest row decides, whatever run wrote it: a record that
+    succeeded, was held back or failed again since is judged by that newer row. The filters (``--run``, ``--key``,
+    ``--since``; none = ``--all-failed``) then narrow which of those latest failures are returned, so ``--run OLD``
+    never returns a state that a later run has superseded. ``attempt`` of the result + 1 is the replay's attempt.
     """
     return con.sql(
-        """WITH failed AS (
-               SELECT * FROM audit
+        """WITH candidates AS (
+               SELECT DISTINCT direction, entity, business_key FROM audit
                WHERE list_contains($outcomes, outcome)
                  AND ($run IS NULL OR run_id = $run)
                  AND ($key IS NULL OR business_key = $key)
-                 AND ($since IS NULL OR "at" >= $since)
+                 AND ($since IS NULL OR "at" >= $since)),
+           latest AS (
+               SELECT a.* FROM audit a JOIN candidates c
+                 ON a.direction IS NOT DISTINCT FROM c.direction AND a.entity IS NOT DISTINCT FROM c.entity
+                AND a.business_key IS NOT DISTINCT FROM c.business_key
                QUALIFY row_number() OVER (
-                   PARTITION BY direction, entity, business_key ORDER BY "at" DESC, attempt DESC) = 1)
-           SELECT f.* FROM failed f
-           WHERE NOT EXISTS (
-               SELECT 1 FROM audit s
-               WHERE s.direction IS NOT DISTINCT FROM f.direction AND s.entity IS NOT DISTINCT FROM f.entity
-                 AND s.business_key IS NOT DISTINCT FROM f.business_key
-                 AND list_contains($success, s.outcome)
-                 AND (s."at" > f."at" OR (s."at" = f."at" AND s.attempt > f.attempt)))
-           ORDER BY f."at", f.business_key""",
-        params={"outcomes": list(outcomes), "run": run_id, "key": business_key, "since": since,
-         "success": list(SUCCESS_OUTCOMES)},
+                   PARTITION BY a.direction, a.entity, a.business_key ORDER BY a."at" DESC, a.attempt DESC) = 1)
+           SELECT * FROM latest
+           WHERE list_contains($outcomes, outcome)
+             AND ($run IS NULL OR run_id = $run)
+             AND ($since IS NULL OR "at" >= $since)
+           ORDER BY "at", business_key""",
+        params={"outcomes": list(outcomes), "run": run_id, "key": business_key, "since": since},
     ).pl()
 
 

@@ -148,11 +148,12 @@ class Warehouse:
         pages: Iterable[snapshots.Page] | snapshots.RawPages,
         key_columns: Sequence[str],
         extracted_at: datetime | None = None,
+        sane: snapshots.Sanity | None = None,
     ) -> snapshots.SnapshotInfo:
         """Stream pages into a new snapshot; it becomes current only once every page has arrived (raw bodies the
-        same as the current snapshot's keep it instead)."""
+        same as the current snapshot's keep it instead, and so does an extract ``sane`` objects to)."""
         return snapshots.write_snapshot(self.writer, self.reader, self.staging_dir, entity, legal_entity, pages,
-                                        key_columns, extracted_at)
+                                        key_columns, extracted_at, sane)
 
     def read_snapshot(
         self, entity: str, legal_entities: Sequence[str] | None = None, columns: Sequence[str] | None = None

@@ -143,7 +143,9 @@ def diff(
                 WHERE p.business_key IS NULL OR p.row_hash <> s.{quote(ROW_HASH)}""",
             params={"target": target},
         ).pl().rename({v: k for k, v in safe.items()})
-        scope_sql = "" if legal_entities is None else "AND list_contains($scope, p.legal_entity)"
+        # A supplier's legal entity is the list of companies it exists in: it is in scope only when all of them are.
+        scope_sql = ("" if legal_entities is None
+                     else "AND list_has_all($scope, string_split(p.legal_entity, ','))")
         params: dict[str, object] = {"target": target, "erp": erp_source}
         if legal_entities is not None:
             params["scope"] = [le.upper() for le in legal_entities]

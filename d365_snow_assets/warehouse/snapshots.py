@@ -10,6 +10,9 @@ rows whose hash is new are inserted, and the rest are only relabelled with the n
 never rewritten (bench/: about half the commit CPU of a full insert-and-delete on an unchanged snapshot, about a
 fifth more when every row changed). A first load, and a snapshot without key columns, are written in one pass.
 
+A caller can also refuse to let an extract replace the current snapshot (``sane``): the extract of a partial view,
+e.g. no rows where the snapshot has many, is then dropped under the same lock and the current snapshot stays.
+
 Cheaper still, when pages arrive as raw bodies (:class:`RawPages`, the F&O extracts): each snapshot keeps a digest of
 its bodies, and a repeat extraction that F&O answered byte for byte as before keeps the current snapshot, only
 stamped with the new extraction time. It skips parsing, spooling and the commit's hashing. Such an extraction spools
@@ -60,6 +63,8 @@ SCHEMA: tuple[str, ...] = (
 DIGEST_FORMAT = b"d365snow-snapshot-bodies/1"
 
 Page = pl.DataFrame | pa.Table | Sequence[dict]
+Sanity = Callable[[int, int], str | None]
+"""Given the current snapshot's row count and an extract's, why the extract must not replace it, or None."""
 # A spool directory this old belongs to no running extraction (the longest take minutes).
 STALE_STAGING = timedelta(hours=24)
 
@@ -86,6 +91,8 @@ class SnapshotInfo:
     written: int = 0   # rows inserted: new or changed since the previous snapshot
     removed: int = 0   # rows of the previous snapshot deleted: gone from F&O, or the old version of a changed row
     unchanged_bodies: bool = False  # F&O answered as for the current snapshot, which was kept (RawPages only)
+    held_back: str | None = None  # why the extract was not made current (``sane``); this is the kept snapshot
+    offered_rows: int | None = None  # with held_back: the rows of the extract that was dropped
 
 
 def table_name(entity: str) -> str:
@@ -140,12 +147,14 @@ def write_snapshot(
     pages: Iterable[Page] | RawPages,
     key_columns: Sequence[str],
     extracted_at: datetime | None = None,
+    sane: Sanity | None = None,
 ) -> SnapshotInfo:
     """Stream ``pages`` into a new snapshot and make it current for (entity, legal entity) at commit.
 
     ``writer`` and ``reader`` are :meth:`Warehouse.writer` and :meth:`Warehouse.reader`; the writer is entered only
     after the last page has arrived. With :class:`RawPages` whose bodies match the current snapshot's digest, the
-    current snapshot stays (stamped with ``extracted_at``) and nothing is parsed.
+    current snapshot stays (stamped with ``extracted_at``) and nothing is parsed. When ``sane`` gives a reason
+    against the extract, the current snapshot stays too, and the result says why (``held_back``).
     """
     table = table_name(entity)
     keys = tuple(key_columns)
@@ -158,7 +167,7 @@ def write_snapshot(
         if not isinstance(pages, RawPages):
             files, _ = spool_pages(pages, directory)
             with writer() as con:
-                return _commit(con, table, entity, legal_entity, snapshot_id, extracted_at, files, keys)
+                return _commit(con, table, entity, legal_entity, snapshot_id, extracted_at, files, keys, sane=sane)
         with reader() as con:
             known = _current_digest(con, entity, legal_entity)
         digest = hashlib.sha256(DIGEST_FORMAT)
@@ -176,7 +185,7 @@ def write_snapshot(
             files, _ = spool_pages((pages.parse(file.read_bytes()) for file in raw), directory / "parsed")
         with writer() as con:
             return _commit(con, table, entity, legal_entity, snapshot_id, extracted_at, files, keys,
-                           digest.hexdigest())
+                           digest.hexdigest(), sane)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -265,17 +274,23 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str,
 def _commit(
     con: duckdb.DuckDBPyConnection, table: str, entity: str, legal_entity: str, snapshot_id: str,
     extracted_at: datetime, files: list[Path], keys: tuple[str, ...], content_digest: str | None = None,
+    sane: Sanity | None = None,
 ) -> SnapshotInfo:
+    file_list = [str(f) for f in files]
+    total = _count(con.execute("SELECT count(*) FROM read_parquet(?)", [file_list])) if files else 0
+    current = current_snapshot(con, entity, legal_entity) if sane else None
+    # Judged under the write lock, against the snapshot this commit would replace.
+    reason = sane(current.rows, total) if sane and current else None
+    if current is not None and reason is not None:
+        return replace(current, previous_snapshot_id=current.snapshot_id, held_back=reason, offered_rows=total)
     columns = _source_columns(con, files) if files else dict.fromkeys(keys, "VARCHAR")
     missing = [k for k in keys if k not in columns]
     if missing and files:
         raise ValueError(f"{entity}: key columns {missing} are not in the extracted pages")
     _ensure_table(con, table, columns)
     business = sorted(columns)
-    inserted = written = total = 0
+    inserted = written = 0
     if files:
-        file_list = [str(f) for f in files]
-        total = _count(con.execute("SELECT count(*) FROM read_parquet(?)", [file_list]))
         inserted, written, removed = _load(con, table, legal_entity, snapshot_id, extracted_at, file_list, business,
                                            keys)
     else:

@@ -6,6 +6,7 @@ row that failed or was skipped stays different from the pushed state and the nex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,6 +106,15 @@ def record_push_results(
 def pushed_state(con: duckdb.DuckDBPyConnection, target: str) -> pl.DataFrame:
     """All pushed-state rows of ``target`` (for plan, trace and tests)."""
     return con.sql("SELECT * FROM pushed_state WHERE target = ? ORDER BY business_key", params=[target]).pl()
+
+
+def active_count(con: duckdb.DuckDBPyConnection, target: str, erp_source: str, legal_entities: Sequence[str]) -> int:
+    """Records of ``target`` pushed for ``erp_source`` and ``legal_entities`` ("" = shared) and not deactivated."""
+    row = first(con.execute(
+        """SELECT count(*) FROM pushed_state WHERE target = ? AND erp_source = ? AND NOT deactivated
+           AND list_contains(?, legal_entity)""",
+        [target, erp_source, [le.upper() for le in legal_entities]]).fetchall())
+    return int(row[0]) if row else 0
 
 
 def target_ids(con: duckdb.DuckDBPyConnection, target: str, business_keys: list[str]) -> dict[str, str]:

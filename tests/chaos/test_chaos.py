@@ -82,14 +82,18 @@ def _token_revoker(server: SandboxServer, every_requests: int) -> Iterator[None]
 def _sync_until_clean(connector: Connector) -> int:
     """Sync until a cycle leaves nothing to redo: no push error, and no invoice whose header F&O did not confirm
     (the connector deliberately takes those up again only on the next run, after a fresh lookup). Returns the
-    cycles used. Every cycle must exit 0."""
+    cycles used. A cycle that leaves such work exits 1 (status tells the truth, DESIGN §7.1); one that leaves
+    none exits 0."""
     for cycle in range(1, MAX_CYCLES + 1):
-        summary = connector.sync()
+        result = connector.cli("sync", "--json")
+        assert result.exit_code in (0, 1), f"CHAOS_SEED={SEED}: {result.stdout}\n{result.stderr}"
+        summary = orjson.loads(result.stdout)
         FIGURES["sync_cycles"] += 1
         errors = sum(c.get("errors", 0) for c in summary["pushed"].values())
         retried = summary["invoices"].get("retry_next_run", 0)
         FIGURES["invoices_left_for_next_run"] += retried
         if summary["ok"] and not errors and not retried:
+            assert result.exit_code == 0, f"CHAOS_SEED={SEED}: {summary}"
             return cycle
     raise AssertionError(f"still errors after {MAX_CYCLES} cycles (CHAOS_SEED={SEED}): {summary}")
 

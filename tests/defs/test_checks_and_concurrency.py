@@ -9,11 +9,14 @@ from collections import Counter
 
 import dagster as dg
 import orjson
+import pytest
 
 from d365_snow_assets.commands.runs import open_instance, run_cycle
 from d365_snow_assets.settings import load_settings
+from d365_snow_assets.sync import plan as plan_module
 
 from .conftest import Connector
+from .test_sync_cycle import _invalid_line_keys
 
 
 def test_po_line_check_warns_about_held_back_lines_and_lets_the_rest_through(connector: Connector) -> None:
@@ -33,6 +36,26 @@ def test_po_line_check_warns_about_held_back_lines_and_lets_the_rest_through(con
         assert not check.passed
         assert check.severity == dg.AssetCheckSeverity.WARN
         assert outcome.materializations["servicenow/sn_shop_purchase_order_line"]["dagster/row_count"] > 0
+
+
+def test_po_line_check_blocks_the_push_when_a_line_about_to_be_pushed_breaks_the_rule(
+        connector: Connector, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plan's own filter is broken (every line passes): the blocking check, which re-reads the reference data
+    # and judges the push set itself, must fail with ERROR and keep the lines out of ServiceNow.
+    monkeypatch.setattr(plan_module, "split_valid", lambda rows, refs: (rows, rows.head(0)))
+    settings = load_settings()
+    outcomes = run_cycle(settings, open_instance(settings), push=True, invoices=False)
+    instance = dg.DagsterInstance.get()
+    invalid = Counter(le.lower() for le, _, _ in _invalid_line_keys(connector))
+    assert all(invalid[le] for le in settings.legal_entities)
+    for outcome in (o for o in outcomes if o.job == "sync_legal_entity"):
+        check = _evaluations(instance, outcome.run_id)["lines_reference_active_accounts"]
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+        assert check.metadata["violations_in_push"].value == invalid[outcome.partition]
+        assert not outcome.success
+        assert "servicenow/sn_shop_purchase_order_line" not in outcome.materializations  # blocked
+        assert outcome.materializations["servicenow/sn_fin_supplier"]["dagster/row_count"] > 0  # the rest went on
+    assert connector.snow("sn_shop_purchase_order_line") == []
 
 
 def _evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:

@@ -13,7 +13,7 @@ from typing import Any
 from d365_snow_assets.clients.d365 import D365Client
 from d365_snow_assets.clients.servicenow import ServiceNowClient
 from d365_snow_assets.invoices import InvoiceReferences, parse_invoices, post_invoices, validate_invoices
-from d365_snow_assets.invoices.adapters import KILL_AFTER_HEADER_ENV, D365Ledger, ServiceNowStatusWriter
+from d365_snow_assets.invoices.adapters import D365Ledger, ServiceNowStatusWriter
 from d365_snow_assets.settings import load_settings
 from d365_snow_assets.sync.invoices import HEADER_FIELDS, LINE_FIELDS
 from d365_snow_assets.warehouse import Warehouse
@@ -25,10 +25,9 @@ OUTBOUND = "sn_spend_intg_outbound_invoice"
 
 def _killed_sync(connector: Connector) -> None:
     """`d365-snow sync` in a child process that SIGKILLs itself right after F&O confirmed the first invoice
-    header POST (the KILL_AFTER_HEADER_ENV hook in invoices/adapters.py), before any of its lines."""
-    cli = Path(sys.executable).parent / "d365-snow"
-    proc = subprocess.run([str(cli), "sync", "--json"], env={**connector.env, KILL_AFTER_HEADER_ENV: "1",
-                                                               "PATH": str(cli.parent)},
+    header POST, before any of its lines (the fault crash_launcher.py installs around the ledger)."""
+    launcher = Path(__file__).with_name("crash_launcher.py")
+    proc = subprocess.run([sys.executable, str(launcher), "sync", "--json"], env=connector.env,
                           capture_output=True, timeout=300, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
 

@@ -1,17 +1,21 @@
 """The invoice round trip end to end through `d365-snow sync` (real sockets, real Dagster, exact end state):
-approved ServiceNow invoices → F&O pending invoices → posted status and payments back → reconciliation."""
+approved ServiceNow invoices → F&O pending invoices → posted status and payments back → the month-end
+reconciliation (job reconcile_invoices, one run per legal entity and month)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
 
+import dagster as dg
+
+from d365_snow_assets.commands.runs import launch, load_definitions, open_instance
+from d365_snow_assets.settings import load_settings
 from d365_snow_assets.warehouse import Warehouse
 
 from .conftest import Connector
 
 OUTBOUND = "sn_spend_intg_outbound_invoice"
-MISMATCH_CHECKS = {"invoices/reconciliation:no_mismatches"}
 
 
 def _outbound(connector: Connector) -> dict[str, dict[str, str]]:
@@ -26,10 +30,28 @@ def _money(value: object) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.01"))
 
 
+def _reconcile(connector: Connector) -> dict[tuple[str, str], int]:
+    """Run reconcile_invoices for every legal entity and month with processed invoices: mismatches per partition,
+    each partition's no_mismatches check agreeing with its count."""
+    months = {(r["legal_entity"].lower(), r["invoice_date"][:7] + "-01")
+              for r in connector.snow(OUTBOUND, "integration_status=processed")}
+    instance, definitions = open_instance(load_settings()), load_definitions()
+    found = {}
+    for le, month in sorted(months):
+        result = launch(definitions, instance, "reconcile_invoices",
+                        partition=dg.MultiPartitionKey({"legal_entity": le, "month": month}))
+        assert result.success
+        [materialization] = result.asset_materializations_for_node("invoices__reconciliation")
+        [evaluation] = result.get_asset_check_evaluations()
+        found[(le, month)] = materialization.metadata["mismatches"].value
+        assert evaluation.passed == (found[(le, month)] == 0)
+    return found
+
+
 def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector: Connector) -> None:
     summary = connector.sync()
     assert summary["ok"]
-    assert not set(summary["failed_checks"]) & MISMATCH_CHECKS
+    assert not any(_reconcile(connector).values())
     outbound = _outbound(connector)
     invalid = connector.server.world.snow.invalid_invoices
     processed = {s: r for s, r in outbound.items() if r["integration_status"] == "processed"}
@@ -84,7 +106,7 @@ def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector:
 
     summary = connector.sync()
     assert summary["ok"]
-    assert not set(summary["failed_checks"]) & MISMATCH_CHECKS, summary["failed_checks"]
+    assert not any(_reconcile(connector).values())
     jour = {_fno_key(j["dataAreaId"], j["InvoiceAccount"], j["InvoiceId"]): j
             for j in connector.fno('SELECT * FROM "VendInvoiceJourBiEntities"')}
     after = _outbound(connector)
@@ -104,13 +126,27 @@ def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector:
     # A third sync with nothing changed sends nothing again and still reconciles.
     imports_before = len(connector.snow("sys_import_set_row"))
     summary = connector.sync()
-    assert not set(summary["failed_checks"]) & MISMATCH_CHECKS
+    assert summary["ok"] and not any(_reconcile(connector).values())
     assert len(connector.snow("sys_import_set_row")) == imports_before
 
-    # An invoice changed in ServiceNow behind the connector's back is reported by the reconciliation.
+    # An invoice changed in ServiceNow behind the connector's back is reported by its month's reconciliation only.
     changed = after[ordered[2]["sys_id"]]
     world.snow.update(OUTBOUND, changed["sys_id"], {"amount_invoiced": str(_money(changed["amount_invoiced"]) + 1)})
-    summary = connector.sync()
-    assert summary["ok"]
-    failed = [c for c in summary["failed_checks"] if c in MISMATCH_CHECKS]
-    assert len(failed) == 1
+    assert connector.sync()["ok"]
+    mismatches = _reconcile(connector)
+    assert {k: v for k, v in mismatches.items() if v} == {
+        (changed["legal_entity"].lower(), changed["invoice_date"][:7] + "-01"): 1}
+
+
+def test_a_month_is_reconciled_from_that_month_alone(connector: Connector) -> None:
+    connector.sync()
+    assert not any(_reconcile(connector).values())
+    # A month without invoices costs one ServiceNow query and nothing of F&O: the work follows the month.
+    d365 = connector.server.world.faults["d365"].counters
+    before = d365.requests
+    result = launch(load_definitions(), open_instance(load_settings()), "reconcile_invoices",
+                    partition=dg.MultiPartitionKey({"legal_entity": "usmf", "month": "2025-01-01"}))
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("invoices__reconciliation")
+    assert materialization.metadata["dagster/row_count"].value == 0
+    assert d365.requests == before

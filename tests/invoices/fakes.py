@@ -104,7 +104,9 @@ class FakeLedger:
         if not refs:
             return None
         ref = refs[0]
-        return PendingInvoice(ref, frozenset(self.lines_of(ref)), self.headers[ref].get("DocumentNumber", ""))
+        # Exactly what D365Ledger.find_pending builds from F&O's row: a blank DocumentNumber is "".
+        return PendingInvoice(ref, document_number=str(self.headers[ref].get("DocumentNumber") or ""),
+                              line_numbers=frozenset(self.lines_of(ref)))
 
     def create_header(self, payload: dict) -> str:
         self.calls.append(("create_header", payload))

@@ -247,6 +247,21 @@ def test_second_servicenow_invoice_with_the_same_number_is_not_merged():
     assert "ServiceNow invoice OBINV-a" in sn.status["b"]["processing_message"]
 
 
+@pytest.mark.parametrize("document_number", [None, "", "  "])
+def test_a_pending_invoice_keyed_by_hand_is_a_conflict_and_left_untouched(document_number):
+    ledger, sn = FakeLedger(duplicate_check="AcceptDuplicate"), FakeServiceNow()
+    by_hand = {"dataAreaId": "usmf", "InvoiceAccount": "V-0001", "InvoiceNumber": "inv-h1", "HeaderReference": "AP-7"}
+    if document_number is not None:
+        by_hand["DocumentNumber"] = document_number
+    ledger.headers["AP-7"] = by_hand
+    [result] = run(ledger, sn)
+    assert (result.outcome, result.retryable, result.erp_number) == ("error", False, "AP-7")
+    assert ledger.writes() == 0 and ledger.headers == {"AP-7": by_hand} and ledger.lines == {}
+    message = sn.status["h1"]["processing_message"]
+    assert "AP-7" in message and "a manual entry" in message
+    assert [c[0] for c in sn.calls] == ["error"]  # never in_progress: nothing was attempted in F&O
+
+
 def test_writeback_failure_after_success_recovers_on_rerun():
     ledger, sn = FakeLedger(), FakeServiceNow(faults=["ok", "fail"])  # in_progress ok, processed fails
     [result] = run(ledger, sn)

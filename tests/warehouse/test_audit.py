@@ -43,6 +43,24 @@ def test_queries_trace_replay_counts(tmp_path):
     assert wh.failed_records(since=T0 + timedelta(minutes=30)).get_column("business_key").to_list() == ["K5"]
 
 
+def test_the_latest_row_of_a_record_decides_whatever_the_filter(tmp_path):
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    wh.write_audit([rec("K1", "error", T0, payload={"name": "old"}), rec("K2", "error", T0),
+                    rec("K3", "error", T0), rec("K4", "error", T0)])
+    wh.write_audit([
+        rec("K1", "error", T0 + timedelta(hours=1), run="r2", payload={"name": "newer"}),  # failed again, newer
+        rec("K2", "rejected", T0 + timedelta(hours=1), run="r2"),  # held back since: not a failure any more
+        rec("K3", "updated", T0 + timedelta(hours=1), run="r2"),
+    ])
+    # --run r1 must not hand back r1's K1 payload: r2 planned and audited a newer state of it.
+    assert wh.failed_records(run_id="r1").get_column("business_key").to_list() == ["K4"]
+    latest = wh.failed_records()
+    assert latest.get_column("business_key").to_list() == ["K4", "K1"]
+    assert orjson.loads(latest.filter(pl.col("business_key") == "K1").get_column("payload")[0]) == {"name": "newer"}
+    assert wh.failed_records(business_key="K1").get_column("run_id").to_list() == ["r2"]
+    assert wh.failed_records(since=T0 + timedelta(minutes=30)).get_column("business_key").to_list() == ["K1"]
+
+
 def test_secrets_are_scrubbed_and_outcomes_checked(tmp_path):
     wh = Warehouse(tmp_path / "wh.duckdb")
     payload = {"name": "ok", "client_secret": "s3cr3t", "nested": {"Authorization": "Bearer abc",

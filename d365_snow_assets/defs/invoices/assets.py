@@ -2,12 +2,11 @@
 
 ``servicenow_in/sn_spend_intg_outbound_invoice`` (poll) → ``invoices/posting`` (validate, post to F&O, write back)
 → ``d365/VendInvoiceJourBiEntities`` + ``d365/VendTransBiEntities`` (incremental) → ``invoices/posted_status`` and
-``servicenow/sn_shop_invoice_payment_detail`` → ``invoices/reconciliation`` (+ check ``no_mismatches``).
+``servicenow/sn_shop_invoice_payment_detail``. The month-end reconciliation is ``reconciliation.py``.
 """
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -18,7 +17,7 @@ from ...invoices import InvoiceReferences, audit_rows, outcome_counts, parse_inv
 from ...invoices.adapters import D365Ledger, ServiceNowStatusWriter
 from ...invoices.model import HEADER_TABLE, LINE_TABLE
 from ...invoices.payloads import HEADER_ENTITY
-from ...invoices.posting import AuditRecord, post_invoices
+from ...invoices.posting import AuditRecord, PostingResult, post_invoices
 from ...sync.invoices import (
     JOUR,
     PAYMENT_MAPPING,
@@ -31,7 +30,6 @@ from ...sync.invoices import (
     poll_cursor_name,
     poll_invoices,
     posted_status_updates,
-    reconcile,
     retry_cursor_name,
     scope_under_lock,
 )
@@ -47,8 +45,6 @@ POLL_KEY = dg.AssetKey(["servicenow_in", HEADER_TABLE])
 POSTING_KEY = dg.AssetKey(["invoices", "posting"])
 POSTED_STATUS_KEY = dg.AssetKey(["invoices", "posted_status"])
 PAYMENTS_KEY = dg.AssetKey(["servicenow", PAYMENT_MAPPING.target_table])
-RECONCILIATION_KEY = dg.AssetKey(["invoices", "reconciliation"])
-MISMATCH_CHECK = "no_mismatches"
 REFERENCE_DEPS = [extract_key(e) for e in ("VendorsV2", "PurchaseOrderHeadersV2", "PurchaseOrderLinesV2",
                                            "MainAccounts", "FinancialDimensionValues")]
 _TAGS = {"direction": "snow_to_d365"}
@@ -118,7 +114,7 @@ def outbound_invoices(context: dg.AssetExecutionContext, snow: ServiceNowResourc
                 "at a time per legal entity: a second one waits, then posts only what still waits.",
 )
 def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resource,
-                    snow: ServiceNowResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+                    snow: ServiceNowResource, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
     le = context.partition_key
     wh = warehouse.open()
 
@@ -130,14 +126,23 @@ def invoice_posting(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: 
     try:
         with wh.exclusive(posting_lock_name(le), f"run {context.run.run_id}", timeout=POSTING_WAIT_S,
                           on_wait=waiting):
-            return _post(context, poll, d365, snow, wh)
+            materialization, results = _post(context, poll, d365, snow, wh)
     except ExclusiveBusy as exc:
         raise dg.Failure(f"{le.upper()}: another run is still posting this legal entity's invoices ({exc}). "
                          "Nothing was posted by this run; its invoices stay waiting for the next one.") from None
+    yield materialization
+    # Status tells the truth (DESIGN §7.1): what this run did is recorded above, but an invoice left in error for
+    # a reason that is not the invoice's (unreachable, throttled, unconfirmed) means the step did not complete.
+    unfinished = [r.number for r in results if r.outcome == "error" and r.retryable]
+    if unfinished:
+        raise dg.Failure(description=f"{le.upper()}: {len(unfinished)} invoice(s) could not be brought to an end "
+                                     f"state for a reason that is not the invoice's ({', '.join(unfinished[:10])}"
+                                     f"{', …' if len(unfinished) > 10 else ''}); the next run takes them up again.",
+                         allow_retries=False)
 
 
 def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resource, snow: ServiceNowResource,
-          wh: Warehouse) -> dg.MaterializeResult:
+          wh: Warehouse) -> tuple[dg.MaterializeResult, list[PostingResult]]:
     le = context.partition_key
     run_id, asset_key, attempt = context.run.run_id, context.asset_key.to_user_string(), context.retry_number + 1
     out = _outbound(snow, wh)
@@ -196,7 +201,7 @@ def _post(context: dg.AssetExecutionContext, poll: InvoicePoll, d365: D365Resour
     if results:
         metadata["preview"] = _table([{"number": r.number, "key": r.business_key, "outcome": r.outcome,
                                        "erp_number": r.erp_number or "", "message": r.message} for r in results])
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata), results
 
 
 def _bi_extract(entity: str, description: str) -> dg.AssetsDefinition:
@@ -230,7 +235,7 @@ vendor_transactions_extract = _bi_extract(
                 "(PATCH of `sn_spend_intg_outbound_invoice`; F&O is only read).",
 )
 def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
-                  warehouse: WarehouseResource) -> dg.MaterializeResult:
+                  warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
     le = context.partition_key
     wh = warehouse.open()
     client = snow.client()
@@ -246,7 +251,12 @@ def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
     if updates:
         metadata["preview"] = _table([{"number": u.number, "erp_number": u.erp_number,
                                        "erp_posting_date": u.posting_date} for u in updates])
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata)
+    if errors:
+        failed = [str(r["message"]) for r in rows if r["outcome"] == "error"]
+        raise dg.Failure(description=f"{le.upper()}: {errors} of {len(updates)} posted invoice(s) could not be "
+                                     f"updated in ServiceNow ({failed[0]}); the next run offers them again.",
+                         allow_retries=False)
 
 
 @dg.asset(
@@ -258,7 +268,7 @@ def posted_status(context: dg.AssetExecutionContext, snow: ServiceNowResource,
                 "partial payment leaves it Pending payment. Diffed against what was pushed: nothing is sent twice.",
 )
 def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
-                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+                    warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
     le = context.partition_key
     wh = warehouse.open()
     plan = plan_payments(wh, mapping_context(warehouse.settings), le, snow.instance_schema(wh))
@@ -270,47 +280,9 @@ def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
     if plan.diff.to_push.height:
         metadata["preview"] = preview_table(plan.diff.to_push, ["ERP invoice number", "ERP supplier code",
                                                                 "Payment amount", "Payment reference ID"])
-    return dg.MaterializeResult(metadata=metadata)
-
-
-class ReconciliationConfig(dg.Config):
-    """``period`` = ``YYYY-MM`` of the invoice date to reconcile one month; empty = every period."""
-
-    period: str = ""
-
-
-@dg.asset(
-    key=RECONCILIATION_KEY, deps=[POSTED_STATUS_KEY, PAYMENTS_KEY, extract_key(VEND_TRANS)], group_name="invoices",
-    kinds={"servicenow", "odata"}, partitions_def=LEGAL_ENTITY, owners=["team:integration"],
-    check_specs=[dg.AssetCheckSpec(MISMATCH_CHECK, asset=RECONCILIATION_KEY,
-                                   description="Fails when ServiceNow and F&O disagree on any processed invoice.")],
-    description="Month-end reconciliation per legal entity and period: ServiceNow invoice status, ERP number, "
-                "amount and paid amount against F&O pending / posted / settled; counts and amounts per period and "
-                "every mismatch listed.",
-)
-def invoice_reconciliation(context: dg.AssetExecutionContext, config: ReconciliationConfig, d365: D365Resource,
-                           snow: ServiceNowResource, warehouse: WarehouseResource
-                           ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    le = context.partition_key
-    wh = warehouse.open()
-    result = reconcile(snow.client(), _outbound(snow, wh), warehouse.settings.erp_source, d365.client(), wh, le,
-                       config.period or None)
-    mismatch_cols = ["number", "supplier", "invoice", "problem", "servicenow", "d365"]
-    period_cols = ["period", "sn_processed", "sn_amount", "fno_pending", "fno_posted", "fno_amount", "sn_paid",
-                   "fno_paid", "paid_amount", "mismatches"]
-    yield dg.MaterializeResult(metadata={
-        "dagster/row_count": sum(p["sn_processed"] for p in result.periods),
-        "mismatches": len(result.mismatches),
-        "reconciled_at": dg.MetadataValue.timestamp(datetime.now(UTC)),
-        "periods": _wide_table(result.periods, period_cols),
-        "mismatch_list": _wide_table(result.mismatches, mismatch_cols),
-    })
-    yield dg.AssetCheckResult(check_name=MISMATCH_CHECK, passed=not result.mismatches,
-                              metadata={"mismatches": len(result.mismatches),
-                                        "list": _wide_table(result.mismatches, mismatch_cols)})
-
-
-def _wide_table(rows: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
-    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
-    records = [dg.TableRecord({c: str(r.get(c, ""))[:200] for c in columns}) for r in rows[:200]]
-    return dg.MetadataValue.table(records, schema=schema)
+    yield dg.MaterializeResult(metadata=metadata)
+    if summary.unsent_chunks:
+        raise dg.Failure(description=f"{le.upper()}: {summary.unsent_chunks} call(s) to "
+                                     f"{PAYMENT_MAPPING.staging_table} failed; {summary.errors.height} payment "
+                                     "detail(s) are audited as errors and sent again by the next run.",
+                         allow_retries=False)

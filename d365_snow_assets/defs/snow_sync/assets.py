@@ -1,10 +1,12 @@
 """Plan and push assets, one pair per ServiceNow target, generated from ``sync.targets.TARGETS``."""
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import dagster as dg
 import polars as pl
 
+from ...sync.mass_change import MAX_COUNT, MAX_SHARE, RESOURCE_KEY, DeactivationReview, review_deactivations
 from ...sync.plan import LINE_ACCOUNT_COLUMNS, SyncPlan, build_plan, reference_data
 from ...sync.push import AuditContext, push_plan
 from ...sync.targets import TARGETS, TARGETS_BY_NAME, SyncTarget, mapping_context
@@ -12,12 +14,13 @@ from ...validation.reference_data import check_account_references
 from ..d365_extract.assets import extract_key
 from ..failures import fail_fast_on_configuration
 from ..partitions import LEGAL_ENTITY
-from ..resources import ServiceNowResource, WarehouseResource
+from ..resources import MassChangeResource, ServiceNowResource, WarehouseResource
 from .metadata import preview_table
 
 PUSH_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 ACCOUNTS_CHECK = "lines_reference_active_accounts"
 FIT_CHECK = "fits_servicenow"
+DEACTIVATION_CHECK = "no_mass_deactivation"
 
 
 def plan_key(target: SyncTarget) -> dg.AssetKey:
@@ -40,18 +43,27 @@ def _upstream(target: SyncTarget) -> list[dg.AssetKey]:
 def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
     mapping = target.mapping()
     key = plan_key(target)
-    checks = [dg.AssetCheckSpec(
-        FIT_CHECK, asset=key, blocking=True,
-        description=f"The mapping fits this ServiceNow instance's `{mapping.staging_table}`: every key field resolves "
-                    "to one column, a transform map reads the table and coalesces on the connector's key. Fails "
-                    "(and nothing is pushed) on a blocking finding of `d365-snow fit`; lists the others.")]
-    checks += [
-        dg.AssetCheckSpec(ACCOUNTS_CHECK, asset=key, blocking=True,
-                          description="Every line references an existing, active GL account and cost center. Lines "
-                                      "that do not are held back (audited as rejected) and listed here: a warning, "
-                                      "the rest is pushed. An error, which stops the push, means a line about to be "
-                                      "pushed still fails the rule."),
-    ] if target.validate_accounts else []
+    checks = [
+        dg.AssetCheckSpec(
+            FIT_CHECK, asset=key, blocking=True,
+            description=f"The mapping fits this ServiceNow instance's `{mapping.staging_table}`: every key field "
+                        "resolves to one column, a transform map reads the table and coalesces on the connector's "
+                        "key. Fails (and nothing is pushed) on a blocking finding of `d365-snow fit`; lists the "
+                        "others."),
+        dg.AssetCheckSpec(DEACTIVATION_CHECK, asset=key, blocking=True,
+                          description=f"The plan deactivates at most {MAX_SHARE:.0%} of the partition's active "
+                                      f"records, or at most {MAX_COUNT}. More is what a partial view of F&O looks "
+                                      "like (lost read access): the plan is not pushed, with the count, the share "
+                                      "and a sample of keys here, unless the run accepts it (`d365-snow sync "
+                                      f"--accept-deactivations {target.name}`, or run config resources → "
+                                      f"{RESOURCE_KEY})."),
+    ]
+    if target.validate_accounts:
+        checks.append(dg.AssetCheckSpec(
+            ACCOUNTS_CHECK, asset=key, blocking=True,
+            description="Every line references an existing, active GL account and cost center. Lines that do not are "
+                        "held back (audited as rejected) and listed here: a warning, the rest is pushed. An error, "
+                        "which stops the push, means a line about to be pushed still fails the rule."))
 
     @dg.asset(
         key=key, deps=_upstream(target), group_name="plan", kinds={"duckdb", "polars"},
@@ -63,14 +75,19 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
         metadata={"staging_table": mapping.staging_table, "target_table": mapping.target_table,
                   "coalesce": list(mapping.coalesce)},
     )
-    def _plan(context: dg.AssetExecutionContext, snow: ServiceNowResource,
-              warehouse: WarehouseResource) -> Iterator[dg.Output[SyncPlan] | dg.AssetCheckResult]:
+    def _plan(context: dg.AssetExecutionContext, snow: ServiceNowResource, warehouse: WarehouseResource,
+              mass_change: MassChangeResource) -> Iterator[dg.Output[SyncPlan] | dg.AssetCheckResult]:
         settings = warehouse.settings
         legal_entity = context.partition_key if target.per_company else None
         wh = warehouse.open()
         plan = build_plan(target, wh, mapping_context(settings), legal_entity=legal_entity,
                           configured_legal_entities=settings.legal_entities,
                           mapping=target.mapping(snow.mappings(wh)), schema=snow.instance_schema(wh))
+        review = review_deactivations(plan, wh, settings.erp_source, mass_change.acceptance())
+        if review.accepted and review.acceptance is not None:
+            plan = replace(plan, deactivation_note=review.acceptance.note)
+            # Recorded on the run whoever launched it (the CLI sets the same tags at launch, the UI does not).
+            context.instance.add_run_tags(context.run.run_id, review.acceptance.tags())
         counts = plan.counts
         context.log.info(f"{mapping.target_table} ({legal_entity or 'shared'}): {counts}")
         metadata: dict[str, object] = {f"rows_{k}": v for k, v in counts.items()}
@@ -81,6 +98,7 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
             metadata["preview_held_back"] = preview_table(plan.held_back, ["_business_key", "_reason"])
         yield dg.Output(plan, metadata=metadata)
         yield fit_check(plan)
+        yield _deactivation_check(review)
         if target.validate_accounts:
             yield _account_check(plan, warehouse)
 
@@ -100,9 +118,21 @@ def fit_check(plan: SyncPlan) -> dg.AssetCheckResult:
                                metadata=metadata, description=plan.blocked[0].message if plan.blocked else None)
 
 
+def _deactivation_check(review: DeactivationReview) -> dg.AssetCheckResult:
+    metadata: dict[str, object] = {"partition": review.scope, "deactivations": review.deactivations,
+                                   "active_records": review.active, "share": round(review.share, 4),
+                                   "sample_keys": dg.MetadataValue.md("\n".join(f"- `{k}`" for k in review.sample)
+                                                                      or "none")}
+    if review.acceptance is not None and review.accepted:
+        metadata.update({"accepted_by": review.acceptance.by,
+                         "accepted_at": review.acceptance.at.isoformat(timespec="seconds")})
+    return dg.AssetCheckResult(check_name=DEACTIVATION_CHECK, passed=not review.blocked, metadata=metadata,
+                               description=review.sentence())
+
+
 def _account_check(plan: SyncPlan, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     # Re-checked independently of build_plan's split: the blocking gate must not trust the code it guards.
-    rechecked = check_account_references(plan.diff.to_push, reference_data(warehouse.open()), blank_ok=True,
+    rechecked = check_account_references(plan.diff.to_push, reference_data(warehouse.open()),
                                          **LINE_ACCOUNT_COLUMNS)
     violations = rechecked.filter(pl.col("_reason") != "")
     held = plan.held_back

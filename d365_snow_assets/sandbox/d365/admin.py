@@ -86,6 +86,8 @@ def admin_routes(state: D365State) -> list[Route]:
          {"remaining": state.cut_off_reads_remaining}, ["POST"]),
         ("page-size", lambda p, _: state.set_page_size(int(p["size"])) or {"page_size": state.page_size},
          ["POST"]),
+        ("reads/withhold", lambda p, _: state.withhold_reads(p["entity"], int(p.get("visible_percent", 0)),
+                                                             p.get("dataAreaId")) or {"ok": True}, ["POST"]),
         ("concurrency-limit", lambda p, _: setattr(state, "concurrency_limit", p.get("limit")) or
          {"limit": state.concurrency_limit}, ["POST"]),
         ("state/{entity}", rows, ["GET"]),

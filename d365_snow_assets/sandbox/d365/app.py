@@ -81,8 +81,9 @@ class D365Service:
             raise not_found(set_name)
         if m is None:
             if len(segments) == 2 and segments[1] == "$count" and method == "GET":
-                qp = plan(es, {k: v for k, v in options.items() if k not in ("$top", "$skip", "$orderby")},
-                          self.state.config.d365_default_company)
+                qp = self.state.visible(es, plan(es, {k: v for k, v in options.items()
+                                                      if k not in ("$top", "$skip", "$orderby")},
+                                                 self.state.config.d365_default_company))
                 return 200, {"Content-Type": "text/plain", **ODATA_HEADERS}, str(self.state.count(es, qp)).encode()
             if len(segments) > 1:
                 raise not_found(segments[1])
@@ -134,7 +135,7 @@ class D365Service:
 
     def _collection(self, es: EntitySet, query: list[tuple[str, str]], base: str) -> tuple[int, dict[str, str], bytes]:
         options = dict(query)
-        qp = plan(es, options, self.state.config.d365_default_company)
+        qp = self.state.visible(es, plan(es, options, self.state.config.d365_default_company))
         page_size = self.state.page_size
         limit = page_size if qp.top is None else min(page_size, qp.top)
         rows = self.state.page_json(es, qp, qp.skip, limit + 1) if limit > 0 else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -117,6 +118,7 @@ class D365State:
             self.companies = data.generate(self._conn, self.config.data)
             self.page_size = self.config.d365_max_page_size
             self.cut_off_reads_remaining = 0
+            self.withheld: dict[tuple[str, str | None], int] = {}  # (entity set, company or None) -> % visible
             self._seq: dict[str, int] = {}
             self._recid = int(self._conn.execute(
                 "SELECT greatest((SELECT coalesce(max(SourceKey), 0) FROM VendInvoiceJourBiEntities), "
@@ -461,6 +463,31 @@ class D365State:
                 self.cut_off_reads_remaining -= 1
                 return True
             return False
+
+    def withhold_reads(self, entity: str, visible_percent: int = 0, data_area_id: str | None = None) -> None:
+        """Let reads of ``entity`` (of one company, or all) return only ``visible_percent`` % of its rows: what a
+        caller sees after losing its security role (F&O filters rows, it does not refuse the read) [INF].
+        100 gives everything back."""
+        if entity not in ENTITY_SETS or not 0 <= visible_percent <= 100:
+            raise ValueError(f"withhold_reads needs a known entity set and a percentage, not {entity!r}, "
+                             f"{visible_percent!r}")
+        with self._lock:
+            key = (entity, data_area_id.lower() if data_area_id else None)
+            if visible_percent == 100:
+                self.withheld.pop(key, None)
+            else:
+                self.withheld[key] = visible_percent
+
+    def visible(self, es: EntitySet, qp: QueryPlan) -> QueryPlan:
+        """``qp`` narrowed to the rows :meth:`withhold_reads` leaves visible (the same rows on every read)."""
+        where, params = qp.where, list(qp.params)
+        for (entity, company), percent in self.withheld.items():
+            if entity != es.name:
+                continue
+            kept = "hash(rowid) % 100 < ?"  # spread over the table, not its first rows
+            where, params = ((f"({where}) AND ({kept})", [*params, percent]) if company is None else
+                             (f'({where}) AND (lower("dataAreaId") <> ? OR {kept})', [*params, company, percent]))
+        return dataclasses.replace(qp, where=where, params=params)
 
     def set_page_size(self, size: int) -> None:
         if size < 1:
