@@ -136,8 +136,8 @@ def test_replay_selectors_are_checked_and_results_are_json(synced):
     unknown = cli("replay", "--run", "nope")
     assert unknown.exit_code == 2 and "Unknown run 'nope'" in unknown.stderr
     clean = cli.json("replay", "--run", summary["runs"][0]["run_id"])
-    assert clean == {"ok": True, "error": None, "replay_run": None, "replayed": 0,
-                     "outcomes": dict.fromkeys(OUTCOME_ORDER, 0), "not_replayed": []}
+    assert clean == {"ok": True, "error": None, "replay_run": None, "dry_run": False, "replayed": 0,
+                     "outcomes": dict.fromkeys(OUTCOME_ORDER, 0), "decisions": [], "not_replayed": []}
 
 
 def test_credentials_show_and_ping_json(synced):

@@ -17,12 +17,14 @@ What is sent goes through :func:`~d365_snow_assets.sync.push.push_plan`, the one
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
 
+from ..discovery import InstanceSchema
 from ..mapping import MappingContext
 from ..mapping.spec import TargetMapping
 from ..warehouse import DiffResult, Warehouse
@@ -44,6 +46,7 @@ class ReplayScope:
     erp_source: str
     legal_entities: Sequence[str]
     mappings: Mapping[str, TargetMapping]  # by staging table, with the customer's overrides
+    schema: InstanceSchema  # the instance's fields: a replayed row is encoded and checked as a sync's would be
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def replay_to_servicenow(failed: pl.DataFrame, client: ImportClient, warehouse: 
             summary.decisions += [ReplayDecision(k, staging, "skip", current)
                                   for k in group.get_column("business_key")]
             continue
-        plan, mapping = current
+        plan = current
         decisions = _decide(plan, group, warehouse, scope)
         summary.decisions += decisions
         send = {d.business_key for d in decisions if d.action != "skip"}
@@ -88,7 +91,7 @@ def replay_to_servicenow(failed: pl.DataFrame, client: ImportClient, warehouse: 
         # Audited like the attempt it repairs (same asset and partition), one attempt number higher.
         chosen = group.filter(pl.col("business_key").is_in(sorted(send)))
         for (attempt, asset_key), keys in chosen.group_by(["attempt", "asset_key"], maintain_order=True):
-            pushed = push_plan(_only(plan, keys.get_column("business_key").to_list()), mapping, client, warehouse,
+            pushed = push_plan(_only(plan, keys.get_column("business_key").to_list()), client, warehouse,
                                AuditContext(run_id, str(asset_key), partition, int(attempt) + 1))
             for outcome, n in pushed.outcomes.items():
                 summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + n
@@ -96,19 +99,19 @@ def replay_to_servicenow(failed: pl.DataFrame, client: ImportClient, warehouse: 
 
 
 def _current_plan(staging: str, partition: str | None, warehouse: Warehouse,
-                  scope: ReplayScope) -> tuple[SyncPlan, TargetMapping] | str:
-    """What a sync would push now to ``staging`` for ``partition`` (and with which mapping), or why nothing."""
+                  scope: ReplayScope) -> SyncPlan | str:
+    """What a sync would push now to ``staging`` for ``partition``, or why nothing."""
     if partition is not None and partition.lower() not in {le.lower() for le in scope.legal_entities}:
         return f"legal entity {partition.upper()} is no longer configured: out of scope, not sent"
     ctx = MappingContext(erp_source=scope.erp_source)
     if staging == PAYMENT_MAPPING.staging_table and partition is not None:
-        return plan_payments(warehouse, ctx, partition), PAYMENT_MAPPING
+        return plan_payments(warehouse, ctx, partition, scope.schema)
     target = next((t for t in TARGETS if t.staging_table == staging), None)
     if target is None:
         return f"{staging} is not a table the connector keeps current any more"
-    mapping = target.mapping(dict(scope.mappings))
     return build_plan(target, warehouse, ctx, legal_entity=partition if target.per_company else None,
-                      configured_legal_entities=scope.legal_entities, mapping=mapping), mapping
+                      configured_legal_entities=scope.legal_entities, mapping=target.mapping(dict(scope.mappings)),
+                      schema=scope.schema)
 
 
 def _decide(plan: SyncPlan, failed: pl.DataFrame, warehouse: Warehouse, scope: ReplayScope) -> list[ReplayDecision]:
@@ -141,10 +144,10 @@ def _only(plan: SyncPlan, keys: list[str]) -> SyncPlan:
     """``plan`` narrowed to ``keys``: nothing else is sent, and nothing held back is audited again."""
     wanted = pl.col(BUSINESS_KEY).is_in(keys)
     diff = plan.diff
-    return SyncPlan(plan.target, plan.legal_entity,
-                    DiffResult(diff.target, diff.inserts.filter(wanted), diff.changes.filter(wanted),
-                               diff.deletions.filter(wanted), diff.orphans.clear(), 0, 0),
-                    plan.held_back.clear(), plan.scope)
+    return dataclasses.replace(
+        plan, diff=DiffResult(diff.target, diff.inserts.filter(wanted), diff.changes.filter(wanted),
+                              diff.deletions.filter(wanted), diff.orphans.clear(), 0, 0),
+        held_back=plan.held_back.clear())
 
 
 __all__ = ["ReplayDecision", "ReplayScope", "ReplaySummary", "replay_to_servicenow"]

@@ -12,6 +12,7 @@ from d365_snow_assets.commands.runs import open_instance
 from d365_snow_assets.sandbox.faults import FaultProfile
 from d365_snow_assets.settings import load_settings
 from d365_snow_assets.warehouse import Warehouse
+from tests.snow_view import SnowView
 
 from .conftest import Connector
 
@@ -19,9 +20,15 @@ CENTERS = "cmn_cost_center"
 STAGING = "sn_fcms_intg_imp_cost_center"
 
 
-def _center(connector: Connector, code: str) -> dict[str, str]:
-    [row] = connector.snow(CENTERS, f"erp_source=D365FO^legal_entity=USMF^code={code}")
-    return row
+def _usmf_centers(connector: Connector) -> dict[str, str]:
+    """Code → Name of the connector's USMF cost centers in ServiceNow."""
+    view = SnowView(connector.server.world.snow)
+    return {view.get(CENTERS, r, "Code"): view.get(CENTERS, r, "Name") for r in view.ours(CENTERS, "ERP Source")
+            if view.get(CENTERS, r, "Legal entity", "ERP company code") == "USMF"}
+
+
+def _name(connector: Connector, code: str) -> str:
+    return _usmf_centers(connector)[code]
 
 
 def _imports(connector: Connector) -> int:
@@ -31,8 +38,8 @@ def _imports(connector: Connector) -> int:
 def test_replay_sends_only_what_f_and_o_still_says(connector: Connector) -> None:
     connector.sync()
     world = connector.server.world
-    code = sorted(r["code"] for r in connector.snow(CENTERS, "erp_source=D365FO^legal_entity=USMF"))[0]
-    original = _center(connector, code)["name"]
+    code = sorted(_usmf_centers(connector))[0]
+    original = _name(connector, code)
 
     world.d365.update_cost_center(code, {"Description": "Renamed once"}, legal_entity="usmf")
     connector.server.set_faults("snow", FaultProfile(share_429=1.0, retry_after_s=0, methods=["POST"],
@@ -48,7 +55,7 @@ def test_replay_sends_only_what_f_and_o_still_says(connector: Connector) -> None
     imports = _imports(connector)
     result = connector.cli("replay", "--all-failed")
     assert result.exit_code == 0, result.stderr
-    assert _center(connector, code)["name"] == original
+    assert _name(connector, code) == original
     assert _imports(connector) == imports
     assert "skip" in result.stdout and "out of date" in " ".join(result.stdout.split())
 
@@ -61,7 +68,7 @@ def test_replay_sends_only_what_f_and_o_still_says(connector: Connector) -> None
     assert "rederive" in dry.stdout and _imports(connector) == imports
     result = connector.cli("replay", "--run", failed["run_id"])
     assert result.exit_code == 0, result.stderr
-    assert _center(connector, code)["name"] == "Renamed twice"
+    assert _name(connector, code) == "Renamed twice"
     assert _imports(connector) == imports + 1
 
     runs: list[Any] = open_instance(load_settings()).get_runs(dg.RunsFilter(job_name="replay_failed"))

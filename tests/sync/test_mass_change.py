@@ -31,13 +31,22 @@ def _centers(pairs: list[tuple[str, str]]) -> pl.DataFrame:
     return pl.DataFrame({"FinancialDimension": ["CostCenter"] * len(pairs), "LegalEntityId": [le for le, _ in pairs],
                          "DimensionValue": [v for _, v in pairs], "Description": [f"Center {v}" for _, v in pairs],
                          "IsSuspended": ["No"] * len(pairs), "ActiveFrom": ["2020-01-01"] * len(pairs),
-                         "ActiveTo": ["1900-01-01T00:00:00Z"] * len(pairs)})
+                         "ActiveTo": ["1900-01-01T00:00:00Z"] * len(pairs), "Owner": [""] * len(pairs)})
 
 
 def _accounts(count: int) -> pl.DataFrame:
     ids = [f"{600000 + i}" for i in range(count)]
     return pl.DataFrame({"ChartOfAccounts": ["Shared"] * count, "MainAccountId": ids, "Name": ids,
-                         "MainAccountType": ["Expense"] * count, "IsSuspended": ["No"] * count})
+                         "MainAccountType": ["Expense"] * count, "IsSuspended": ["No"] * count,
+                         "MainAccountCategory": [""] * count})
+
+
+def _with_ledgers(wh: Warehouse) -> Warehouse:
+    """The ledger the GL-account mapping reads the chart's currencies from."""
+    wh.write_snapshot("Ledgers", SHARED, [pl.DataFrame({"LegalEntityId": ["usmf"], "ChartOfAccounts": ["Shared"],
+                                                        "AccountingCurrency": ["USD"],
+                                                        "ReportingCurrency": ["USD"]})], ("LegalEntityId",))
+    return wh
 
 
 def _pushed(wh: Warehouse, plan: SyncPlan) -> None:
@@ -91,7 +100,7 @@ def test_narrowing_the_legal_entities_deactivates_none_of_the_others_shared_cost
 
 
 def test_a_plan_deactivating_a_mass_of_records_is_blocked_unless_accepted(tmp_path) -> None:
-    wh = Warehouse(tmp_path / "wh.duckdb")
+    wh = _with_ledgers(Warehouse(tmp_path / "wh.duckdb"))
     wh.write_snapshot("MainAccounts", SHARED, [_accounts(100)], ACCOUNT_KEYS)
     _pushed(wh, _plan(wh, ACCOUNTS, ["usmf"]))
 
