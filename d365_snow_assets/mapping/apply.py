@@ -67,10 +67,9 @@ def apply_mapping(
     if missing:
         raise MappingError(f"{mapping.staging_table}: the {mapping.source_entity} frame lacks columns {missing}")
     related_lazy = {name: _lazy(f) for name, f in (related or {}).items()}
-    if mapping.row_filter:
-        lazy = lazy.filter(ROW_FILTERS[mapping.row_filter].expr(ctx, schema))
-    # The hold-back rule's preparation sees every source row (the party check counts an account's companies before
-    # the supplier rule collapses them into one row).
+    # The preparations see every source row, the row filter's leftovers included: the party check and the supplier
+    # collapse count an account's companies, and a company that is out of scope still has the record (DESIGN §5.1:
+    # out of scope is not "gone"), so narrowing the configured companies changes no shared supplier.
     rules = [mapping.hold_back] if mapping.hold_back else []
     rules += [source.rule for _, source in mapping.columns if isinstance(source, Derived)]
     for rule in dict.fromkeys(rules):
@@ -78,6 +77,8 @@ def apply_mapping(
         if prepare is not None:
             lazy = prepare(lazy, ctx, related_lazy)
     schema = lazy.collect_schema()
+    if mapping.row_filter:
+        lazy = lazy.filter(ROW_FILTERS[mapping.row_filter].expr(ctx, schema))
     exprs = [_expr(source, ctx, schema).cast(pl.String).fill_null("").alias(name) for name, source in mapping.columns]
     if mapping.hold_back:
         exprs.append(_rule(mapping.hold_back).expr(ctx, schema).fill_null("").alias(REASON))

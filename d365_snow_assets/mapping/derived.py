@@ -153,8 +153,10 @@ def _company_rank(ctx: MappingContext, column: str) -> pl.Expr:
 
 def _prepare_vendor_companies(frame: pl.LazyFrame, ctx: MappingContext,
                               related: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
-    """One row per vendor account across the configured companies (a ServiceNow supplier is global): the first
-    configured company's row, with every company the account exists in, and whether any of them may use it."""
+    """One row per vendor account (a ServiceNow supplier is global): the first configured company's row, with every
+    company the account is known in, and whether any of them may use it. Known: the configured companies and those
+    configured before, whose last snapshot still speaks for them (the row filter then keeps accounts of a
+    configured company: its row ranks first)."""
     on_hold_all = pl.col("OnHoldStatus").cast(pl.String).fill_null("") == "All"
     summary = frame.group_by(_ACCOUNT).agg(
         _upper_company().unique().sort().str.join(",").alias(_COMPANIES),
@@ -175,9 +177,9 @@ def _prepare_party_conflicts(frame: pl.LazyFrame, ctx: MappingContext,
         party.n_unique().alias("__parties"),
         pl.concat_str([party, pl.lit(" in "), _upper_company()]).unique().sort().str.join(", ").alias("__seen"))
     reason = (pl.when(pl.col("__parties") > 1)
-              .then(pl.format("vendor account {} names different parties in the configured companies ({}): one "
-                              "ServiceNow supplier cannot stand for both; give one of them another account in "
-                              "Dynamics 365", pl.col(_ACCOUNT), pl.col("__seen")))
+              .then(pl.format("vendor account {} names different parties in the companies the connector serves "
+                              "({}): one ServiceNow supplier cannot stand for both; give one of them another "
+                              "account in Dynamics 365", pl.col(_ACCOUNT), pl.col("__seen")))
               .otherwise(pl.lit("")).alias(_PARTY_REASON))
     return frame.join(per_account.select(_ACCOUNT, reason), on=_ACCOUNT, how="left")
 

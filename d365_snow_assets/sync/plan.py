@@ -71,9 +71,11 @@ def _reference_data(con: duckdb.DuckDBPyConnection) -> ReferenceData:
 
 def _scope(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: str | None,
            configured: Sequence[str]) -> list[str] | None:
-    """The snapshot scope to read ``entity`` in: its shared snapshot, or the company (or every configured company,
-    for a plan across companies). Raises when a snapshot is missing: without one, every pushed record of the scope
-    would look deleted and be deactivated."""
+    """The snapshot scope to read ``entity`` in: its shared snapshot, the company, or for a plan across companies
+    every company with a snapshot: the configured ones, and those configured before, whose last snapshot still
+    speaks for the records they share (the mapping's row filter decides which rows are pushed). Raises when a
+    needed snapshot is missing: without one, every pushed record of the scope would look deleted and be
+    deactivated."""
     if snapshots.current_snapshot(con, entity, SHARED) is not None:
         return None
     wanted = [legal_entity] if legal_entity else list(configured)
@@ -82,7 +84,7 @@ def _scope(con: duckdb.DuckDBPyConnection, entity: str, legal_entity: str | None
         where = ", ".join(le.upper() for le in missing) or "the shared data"
         raise MissingSnapshotError(f"there is no snapshot of {entity} for {where} yet; extract it first "
                                    "(d365-snow sync runs the extract assets)")
-    return wanted
+    return wanted if legal_entity else None
 
 
 def build_plan(target: SyncTarget, warehouse: Warehouse, ctx: MappingContext, *, legal_entity: str | None,

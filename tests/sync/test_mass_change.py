@@ -20,8 +20,11 @@ from d365_snow_assets.sync.mass_change import (
 from d365_snow_assets.sync.plan import SyncPlan, build_plan
 from d365_snow_assets.sync.targets import SHARED, TARGETS_BY_NAME, SyncTarget
 from d365_snow_assets.warehouse import Warehouse, state
+from tests.mapping.test_targets import vendor
 
 CENTERS = TARGETS_BY_NAME["cost_centers"]
+SUPPLIERS = TARGETS_BY_NAME["suppliers"]
+SUPPLIER_LES = TARGETS_BY_NAME["supplier_legal_entities"]
 ACCOUNTS = TARGETS_BY_NAME["gl_accounts"]
 CENTER_KEYS = ("FinancialDimension", "LegalEntityId", "DimensionValue")
 ACCOUNT_KEYS = ("ChartOfAccounts", "MainAccountId")
@@ -97,6 +100,37 @@ def test_narrowing_the_legal_entities_deactivates_none_of_the_others_shared_cost
                       CENTER_KEYS)
     [gone] = _plan(wh, CENTERS, ["usmf"]).diff.deletions.get_column("_business_key").to_list()
     assert gone.endswith("CC-usmf-0") and "USMF" in gone
+
+
+def test_narrowing_the_legal_entities_changes_no_shared_supplier(tmp_path) -> None:
+    """A supplier is one record for every company: its status, companies and party check keep counting a company
+    that is no longer configured (its last snapshot), so narrowing changes, adds and deactivates none."""
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    usmf = [vendor(VendorAccountNumber="V-1", OnHoldStatus="All"),  # usable in DEMF only
+            vendor(VendorAccountNumber="V-2", VendorPartyNumber="P-US"),  # another party in DEMF: held back
+            vendor(VendorAccountNumber="V-3")]
+    demf = [vendor(dataAreaId="demf", VendorAccountNumber="V-1"),
+            vendor(dataAreaId="demf", VendorAccountNumber="V-2", VendorPartyNumber="P-DE"),
+            vendor(dataAreaId="demf", VendorAccountNumber="V-4")]
+    for le, rows in (("usmf", usmf), ("demf", demf)):
+        wh.write_snapshot("VendorsV2", le, [pl.DataFrame(rows)], ("dataAreaId", "VendorAccountNumber"))
+
+    def plan(target: SyncTarget, configured: list[str]) -> SyncPlan:
+        ctx = MappingContext(legal_entities=tuple(configured))
+        return build_plan(target, wh, ctx, legal_entity=None, configured_legal_entities=configured)
+
+    both = plan(SUPPLIERS, ["usmf", "demf"])
+    assert both.diff.inserts.height == 3 and both.held_back.height == 1
+    assert dict(both.diff.inserts.select("ERP company code", "Status").iter_rows()) == {
+        "V-1": "active", "V-3": "active", "V-4": "active"}
+    _pushed(wh, both)
+    _pushed(wh, plan(SUPPLIER_LES, ["usmf", "demf"]))
+
+    for target in (SUPPLIERS, SUPPLIER_LES):
+        narrowed = plan(target, ["usmf"])
+        assert narrowed.diff.inserts.height == narrowed.diff.changes.height == narrowed.diff.deletions.height == 0
+        held = narrowed.held_back.get_column("_business_key")
+        assert held.len() == 1 and "V-2" in held[0]
 
 
 def test_a_plan_deactivating_a_mass_of_records_is_blocked_unless_accepted(tmp_path) -> None:
