@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from d365_snow_assets.sandbox.d365.envelope import EnvelopeProfile
 from d365_snow_assets.sandbox.faults import FaultProfile
 
 ENUM = "Microsoft.Dynamics.DataEntities"
@@ -163,13 +164,14 @@ def test_429_with_retry_after(d365_client, sandbox_server):
 
 
 def test_concurrency_limit(d365_client, sandbox_server):
-    state = sandbox_server.world.d365
-    state.concurrency_limit = 0
+    envelope = sandbox_server.world.d365.envelope
+    envelope.set(EnvelopeProfile(enabled=True, concurrent_limit=0, request_ms=0, row_ms=0))
     try:
         resp = d365_client.get("/data/VendorsV2")
     finally:
-        state.concurrency_limit = None
-    assert resp.status_code == 429 and "concurrent requests" in resp.json()["error"]["message"]
+        envelope.set(EnvelopeProfile())
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+    assert resp.json()["error"]["message"] == "Number of concurrent requests exceeded the limit of 0."
 
 
 def test_python_odata_client_reads(sandbox_server, d365_bearer):

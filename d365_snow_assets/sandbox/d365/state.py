@@ -13,6 +13,7 @@ import duckdb
 
 from ..config import SandboxConfig
 from . import data
+from .envelope import EnvelopeProfile, ServiceEnvelope
 from .events import BusinessEvents, dotnet_date
 from .filters import ODataError
 from .query import QueryPlan, company_clause, etag_expr, not_found, row_json_sql
@@ -107,7 +108,7 @@ class D365State:
         self._local = threading.local()
         self.page_size = config.d365_max_page_size
         self.events = BusinessEvents(seed=config.data.seed)
-        self.concurrency_limit: int | None = None  # the 52-concurrent-request limit, off unless set
+        self.envelope = ServiceEnvelope()  # server cost and user-based limits (reference §5), off unless set
         self.reset()
 
     # -- plumbing ----------------------------------------------------------------------------------------------
@@ -117,6 +118,7 @@ class D365State:
             self.companies = data.generate(self._conn, self.config.data)
             self.page_size = self.config.d365_max_page_size
             self.cut_off_reads_remaining = 0
+            self.envelope.set(EnvelopeProfile())
             self._seq: dict[str, int] = {}
             self._recid = int(self._conn.execute(
                 "SELECT greatest((SELECT coalesce(max(SourceKey), 0) FROM VendInvoiceJourBiEntities), "
