@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +29,8 @@ from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
 from ..redaction import get_logger, register_secrets
 from ..settings import ConnectorSettings
-from . import odata
+from . import key_ranges, odata, paging
+from .concurrency import AdaptiveConcurrency, LatencySample
 from .errors import (
     ApiError,
     AuthError,
@@ -396,29 +398,6 @@ def parse_batch_response(content: bytes, content_type: str) -> list[list[BatchPa
 # ---------------------------------------------------------------------------------------------------------------
 # Page bodies
 
-_NEXT_LINK_KEY = b'"@odata.nextLink"'
-
-
-def _next_link(content: bytes) -> str | None:
-    """The page's ``@odata.nextLink``.
-
-    F&O writes it after the ``value`` array, so only the tail after the last occurrence of the key is decoded
-    instead of the whole page. Inside a JSON string the key's quotes would be escaped, so the only false match is
-    a value that is exactly the key's text; its tail does not parse, and that falls back to a full parse.
-    """
-    at = content.rfind(_NEXT_LINK_KEY)
-    if at < 0:
-        return None  # the caller parses the whole body anyway, and reports a body that is not JSON
-    try:
-        tail = orjson.loads(b"{" + content[at:])
-    except orjson.JSONDecodeError:
-        tail = D365Client._json(content)
-    if not isinstance(tail, dict):  # pragma: no cover - orjson only yields a dict for an object
-        return None
-    link = tail.get("@odata.nextLink")
-    return str(link) if link else None
-
-
 def page_frame(content: bytes, entity_set: str) -> pl.DataFrame:
     """The ``value`` rows of one page body as a frame (``@odata.*`` annotation columns dropped; an empty page is an
     empty frame).
@@ -441,6 +420,7 @@ def page_frame(content: bytes, entity_set: str) -> pl.DataFrame:
     return frame.select([c for c in frame.columns if not c.startswith("@odata.")])
 
 
+
 # ---------------------------------------------------------------------------------------------------------------
 # The client
 
@@ -459,6 +439,8 @@ class D365Client:
         self.transport = transport or Transport("F&O", ca_bundle=settings.ca_bundle, policy=policy, sleep=sleep,
                                                 clock=clock, final_error=is_write_failure,
                                                 transient_success=cut_off_read, headers=ODATA_HEADERS)
+        # Every page, count and probe of a read passes this gate (DESIGN §10); writes and key lookups do not.
+        self.reads = AdaptiveConcurrency(settings.d365_max_concurrency)
 
     def close(self) -> None:
         self.transport.close()
@@ -493,14 +475,7 @@ class D365Client:
 
     @staticmethod
     def _json(response: httpx.Response | bytes) -> dict[str, Any]:
-        try:
-            data = orjson.loads(response if isinstance(response, bytes) else response.content)
-        except orjson.JSONDecodeError:
-            raise TransientError("F&O answered with a body that is not JSON; the answer was cut off.",
-                                 system=SYSTEM) from None
-        if not isinstance(data, dict):
-            raise TransientError("F&O answered with an unexpected JSON shape.", system=SYSTEM)
-        return data
+        return paging.json_object(response if isinstance(response, bytes) else response.content)
 
     def token(self) -> str:
         """A valid access token (acquired through msal; cached until 5 minutes before expiry)."""
@@ -530,12 +505,31 @@ class D365Client:
             yield rows
 
     def iter_bodies(self, entity_set: str, *, legal_entity: str | None = None, select: Sequence[str] | None = None,
-                    odata_filter: str | odata.Filter | None = None) -> Iterator[bytes]:
+                    odata_filter: str | odata.Filter | None = None, keys: Sequence[str] = ()) -> Iterator[bytes]:
         """The raw bodies of the pages of a query, for bulk extracts: an extract can tell from them, before parsing
         anything, that F&O answered exactly as last time, and :func:`page_frame` turns one into a frame.
-        Same paging as :meth:`iter_pages`; one body is held at a time."""
-        yield from self._iter_bodies(entity_set, self._query(entity_set, legal_entity, select, odata_filter,
-                                                             None, None))
+
+        With the entity's ``keys`` a big read is split into key ranges read at once (:mod:`.paging`, DESIGN §10):
+        a ``$count`` first decides, and a read under ``key_ranges.PARALLEL_MIN_ROWS`` rows (or with
+        D365SNOW_D365_MAX_CONCURRENCY=1) stays one nextLink stream as :meth:`iter_pages` reads it. Either way the
+        bodies of an unchanged F&O come out the same and in the same order, and memory stays bounded."""
+        params = self._query(entity_set, legal_entity, select, odata_filter, None, None)
+        # Within one legal entity dataAreaId is the same on every row: it cannot split anything.
+        split_keys = [odata.check_identifier(k) for k in keys if not (legal_entity and k == "dataAreaId")]
+        if split_keys and self.reads.cap > 1:
+            total = self._count(entity_set, params)
+            if total >= key_ranges.PARALLEL_MIN_ROWS:
+                read = paging.split_read(self._read_page, partial(self._count, entity_set), entity_set, params,
+                                         split_keys, total, self.reads.cap)
+                if read is not None:
+                    yield from read
+                    log.info("%s%s: %s rows in %s key ranges, up to %s at once, %s read again", entity_set,
+                             f" ({legal_entity})" if legal_entity else "", f"{read.stats.rows:,}",
+                             read.stats.ranges, self.reads.stats.peak, read.stats.reread,
+                             extra={"read": {"entity": entity_set, "rows": read.stats.rows,
+                                             "ranges": read.stats.ranges, "reread": read.stats.reread}})
+                    return
+        yield from self._iter_bodies(entity_set, params)
 
     def _query(self, entity_set: str, legal_entity: str | None, select: Sequence[str] | None,
                odata_filter: str | odata.Filter | None, orderby: Sequence[str] | None,
@@ -565,12 +559,40 @@ class D365Client:
         """Raw response bodies of a paged read, following ``@odata.nextLink`` until it is absent."""
         url: str | None = entity_set
         query: Mapping[str, str] | None = params
-        what = f"the read of {entity_set}"
         while url is not None:
-            content = self._send("GET", url, what, params=query, ok=(200,)).content
-            next_link = _next_link(content)
+            content = self._read_page(entity_set, url, query, page=True)
+            next_link = paging.next_link(content)
             yield content
             url, query = (next_link, None) if next_link else (None, None)
+
+    def _read_page(self, entity_set: str, url: str, query: Mapping[str, str] | None, *, page: bool) -> bytes:
+        """One GET of a read of ``entity_set`` through the adaptive gate (:mod:`.concurrency`). Only a ``page`` of
+        rows reports its latency: a count's or a one-row probe's says nothing about how fast pages are served."""
+        what = f"the read of {entity_set}"
+        with self.reads.slot() as ticket:
+            throttles = self.transport.stats.throttled
+            started = time.monotonic()
+            try:
+                content = self._send("GET", url, what, params=query, ok=(200,)).content
+            except BaseException:
+                self.reads.observe(ticket, throttles=self.transport.stats.throttled, succeeded=False)
+                raise
+            seconds = time.monotonic() - started
+            after = self.transport.stats.throttled
+            # A page that waited out a Retry-After says nothing about how fast F&O serves pages.
+            sample = LatencySample(entity_set, paging.page_rows(content), seconds) \
+                if page and after == throttles else None
+            self.reads.observe(ticket, throttles=after, sample=sample)
+        return content
+
+    def _count(self, entity_set: str, params: Mapping[str, str]) -> int:
+        """``/$count`` of a query (its ``$filter``, cross-company): a plain-text number (reference §2)."""
+        query = {k: v for k, v in params.items() if k in ("cross-company", "$filter")}
+        text = self._read_page(entity_set, f"{entity_set}/$count", query, page=False).strip()
+        if not text.isdigit():
+            raise TransientError(f"F&O answered the count of {entity_set} with something that is not a number.",
+                                 system=SYSTEM)
+        return int(text)
 
     def iter_rows(self, entity_set: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         for page in self.iter_pages(entity_set, **kwargs):

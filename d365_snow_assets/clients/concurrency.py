@@ -1,0 +1,167 @@
+"""How many F&O reads one client keeps in flight (DESIGN.md §10): additive increase while latency holds,
+multiplicative decrease on a 429 or on rising latency, never above ``D365SNOW_D365_MAX_CONCURRENCY``.
+
+Why adaptive rather than a fixed fan-out: what one integration user may use of F&O is capped by limits the client
+cannot see until it hits them, the user-based service protection limits (52 concurrent requests, 1,200 s of
+execution time per 300 s) and resource-based throttling with unpublished thresholds (reference/d365.md §5). A fixed
+fan-out past them turns into 429s whose Retry-After waits cost more than the extra streams gain. So the client
+probes for the room it has the way TCP does: one more request in flight per round trip while the answers come back
+as fast as before, fewer as soon as the service pushes back.
+
+The two signals:
+- **429**: the shared transport waits out Retry-After and counts every 429 it received. Any increase of that count
+  since the last look halves the limit.
+- **Latency**: per read (``key``), the seconds per row of full pages. The best value seen is the baseline. When the
+  recent average rises beyond ``DECREASE_AT`` times the baseline, the service is queueing the requests rather than
+  serving more of them, and the limit shrinks by a quarter. The additive increase waits while the average is above
+  ``INCREASE_WHILE`` times the baseline. Pages differ in width between entities, so each read has its own baseline.
+
+One decrease per round: requests that were already in flight when the limit was cut reflect the old limit, so what
+they report cannot cut it again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+INCREASE_WHILE = 1.25      # latency within 25% of the best seen still "holds"
+DECREASE_AT = 2.0          # twice the best seen: requests are queueing at the server
+LATENCY_DECREASE = 0.75
+THROTTLE_DECREASE = 0.5
+EWMA_WEIGHT = 0.3          # weight of the newest sample in the recent average
+FULL_PAGE_SHARE = 0.9      # a page this close to the largest seen is "full": short last pages say little
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One admitted request: its sequence number, and whether the limit was in use when it started, at least half
+    of it (only then does its success show that the limit could grow; a single stream under a limit of 4 shows
+    nothing about 5)."""
+
+    seq: int
+    limit_in_use: bool
+
+
+@dataclass(frozen=True)
+class LatencySample:
+    """How long a page of ``rows`` rows of read ``key`` took, with no 429 while it was under way."""
+
+    key: str
+    rows: int
+    seconds: float
+
+
+@dataclass
+class ConcurrencyStats:
+    peak: int = 0
+    increases: int = 0
+    throttled_decreases: int = 0
+    latency_decreases: int = 0
+    limits: list[int] = field(default_factory=list)  # the limit after each change, in order
+
+
+@dataclass
+class _Latency:
+    full_rows: int = 0
+    best: float | None = None     # seconds per row
+    recent: float | None = None
+
+    def add(self, rows: int, seconds: float) -> None:
+        if rows <= 0 or rows < FULL_PAGE_SHARE * self.full_rows:
+            return
+        self.full_rows = max(self.full_rows, rows)
+        per_row = seconds / rows
+        self.best = per_row if self.best is None else min(self.best, per_row)
+        self.recent = per_row if self.recent is None else (1 - EWMA_WEIGHT) * self.recent + EWMA_WEIGHT * per_row
+
+    def ratio(self) -> float | None:
+        if self.best is None or self.recent is None or self.best <= 0:
+            return None
+        return self.recent / self.best
+
+
+class AdaptiveConcurrency:
+    """A gate for F&O requests whose width follows AIMD. Thread-safe; one per client."""
+
+    def __init__(self, cap: int, *, start: int = 1) -> None:
+        if cap < 1:
+            raise ValueError("the concurrency cap must be at least 1")
+        self.cap = cap
+        self._limit = float(min(max(start, 1), cap))
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._started = 0
+        self._hold_until = 0      # requests with seq <= this started before the last decrease
+        self._acks = 0
+        self._throttles_seen = 0
+        self._latency: dict[str, _Latency] = {}
+        self.stats = ConcurrencyStats()
+
+    @property
+    def limit(self) -> int:
+        """How many requests may be in flight now."""
+        return int(self._limit)
+
+    @contextmanager
+    def slot(self) -> Iterator[Ticket]:
+        """Wait until a request may start, and hold its place while it runs."""
+        with self._cond:
+            while self._in_flight >= int(self._limit):
+                self._cond.wait()
+            self._in_flight += 1
+            self._started += 1
+            ticket = Ticket(self._started, 2 * self._in_flight >= int(self._limit))
+            self.stats.peak = max(self.stats.peak, self._in_flight)
+        try:
+            yield ticket
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    def observe(self, ticket: Ticket, *, throttles: int, sample: LatencySample | None = None,
+                succeeded: bool = True) -> None:
+        """Account for a finished request. ``throttles`` is the transport's count of 429s so far; ``sample`` the
+        page's latency when it was a page read without a 429 under way."""
+        with self._cond:
+            if throttles > self._throttles_seen:
+                self._throttles_seen = throttles
+                self._decrease(ticket, THROTTLE_DECREASE, throttled=True)
+                return
+            ratio = None
+            if sample is not None:
+                latency = self._latency.setdefault(sample.key, _Latency())
+                latency.add(sample.rows, sample.seconds)
+                ratio = latency.ratio()
+            if ratio is not None and ratio > DECREASE_AT:
+                self._decrease(ticket, LATENCY_DECREASE, throttled=False)
+                return
+            if (not succeeded or not ticket.limit_in_use or ticket.seq <= self._hold_until
+                    or (ratio is not None and ratio > INCREASE_WHILE)):
+                return  # nothing learnt about a wider limit (a request from before the last cut says nothing)
+            self._acks += 1
+            if self._acks >= int(self._limit) and self._limit < self.cap:
+                # About one round trip's worth of answers at this width, and latency held: one more.
+                self._limit = min(float(self.cap), self._limit + 1)
+                self._acks = 0
+                self.stats.increases += 1
+                self.stats.limits.append(int(self._limit))
+                self._cond.notify_all()
+
+    def _decrease(self, ticket: Ticket, factor: float, *, throttled: bool) -> None:
+        if ticket.seq <= self._hold_until:
+            return  # it started before the last decrease: its news is about the old limit
+        self._limit = max(1.0, self._limit * factor)
+        self._hold_until = self._started
+        self._acks = 0
+        if throttled:
+            self.stats.throttled_decreases += 1
+        else:
+            self.stats.latency_decreases += 1
+        self.stats.limits.append(int(self._limit))
+
+
+__all__ = ["AdaptiveConcurrency", "ConcurrencyStats", "LatencySample", "Ticket"]

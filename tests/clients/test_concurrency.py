@@ -1,0 +1,138 @@
+"""The adaptive gate of F&O reads (clients/concurrency.py): AIMD on 429s and on latency, within the cap."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from d365_snow_assets.clients.concurrency import AdaptiveConcurrency, LatencySample
+from d365_snow_assets.settings import SettingsError, load_settings
+
+PAGE = 10_000
+
+
+def page(seconds: float, rows: int = PAGE) -> LatencySample:
+    return LatencySample("PurchaseOrderLinesV2", rows, seconds)
+
+
+def round_trip(gate: AdaptiveConcurrency, *, seconds: float = 2.0, throttles: int = 0) -> None:
+    """As many requests as the limit allows, in flight together, each answered in ``seconds``."""
+    with ExitAll(gate, gate.limit) as tickets:
+        for ticket in tickets:
+            gate.observe(ticket, throttles=throttles, sample=page(seconds))
+
+
+class ExitAll:
+    """Hold ``n`` slots of the gate at once (the way n streams would), then free them all."""
+
+    def __init__(self, gate: AdaptiveConcurrency, n: int) -> None:
+        self.contexts = [gate.slot() for _ in range(n)]
+
+    def __enter__(self) -> list:
+        return [c.__enter__() for c in self.contexts]
+
+    def __exit__(self, *exc: object) -> None:
+        for c in self.contexts:
+            c.__exit__(None, None, None)
+
+
+def test_additive_increase_one_per_round_trip_up_to_the_cap():
+    gate = AdaptiveConcurrency(4)
+    assert gate.limit == 1
+    for _ in range(10):
+        round_trip(gate)
+    assert gate.limit == 4 and gate.stats.limits == [2, 3, 4] and gate.stats.peak == 4
+
+
+def test_a_429_halves_the_limit_once_per_round():
+    gate = AdaptiveConcurrency(8, start=8)
+    with ExitAll(gate, 8) as tickets:
+        # Three of the eight in flight saw 429s (the transport's count went 0 → 3): one decrease, not three.
+        for throttles, ticket in zip([1, 2, 3, 3, 3, 3, 3, 3], tickets, strict=True):
+            gate.observe(ticket, throttles=throttles, sample=page(2.0))
+    assert gate.limit == 4 and gate.stats.throttled_decreases == 1
+    # A request started after the cut that still sees a new 429 cuts again.
+    with gate.slot() as ticket:
+        gate.observe(ticket, throttles=4)
+    assert gate.limit == 2 and gate.stats.throttled_decreases == 2
+    with gate.slot() as ticket:
+        gate.observe(ticket, throttles=5)
+    with gate.slot() as ticket:
+        gate.observe(ticket, throttles=6)
+    assert gate.limit == 1  # never below one
+
+
+def test_the_limit_grows_back_after_throttling_stops():
+    gate = AdaptiveConcurrency(4, start=4)
+    with gate.slot() as ticket:
+        gate.observe(ticket, throttles=1)
+    assert gate.limit == 2
+    for _ in range(4):
+        round_trip(gate, throttles=1)  # no new 429 since the last look
+    assert gate.limit == 4 and gate.stats.limits == [2, 3, 4]
+
+
+def test_rising_latency_shrinks_the_limit_and_holding_latency_lets_it_grow():
+    gate = AdaptiveConcurrency(4, start=4)
+    round_trip(gate, seconds=2.0)              # the baseline: 0.2 ms per row
+    assert gate.limit == 4
+    round_trip(gate, seconds=2.4)              # 20% slower: holds, nothing changes (already at the cap)
+    assert gate.limit == 4 and gate.stats.latency_decreases == 0
+    for _ in range(3):
+        round_trip(gate, seconds=12.0)         # the recent average passes twice the baseline
+    assert gate.limit < 4 and gate.stats.latency_decreases >= 1
+    shrunk = gate.limit
+    for _ in range(3):
+        round_trip(gate, seconds=3.0)          # better, but still above 1.25× the baseline: no growth
+    assert gate.limit <= shrunk
+    for _ in range(12):
+        round_trip(gate, seconds=2.0)          # back to the baseline: it grows again
+    assert gate.limit == 4
+
+
+def test_short_pages_say_nothing_about_latency():
+    gate = AdaptiveConcurrency(2, start=2)
+    round_trip(gate, seconds=2.0)
+    for _ in range(5):
+        with ExitAll(gate, 2) as tickets:
+            for ticket in tickets:
+                gate.observe(ticket, throttles=0, sample=page(1.5, rows=100))  # a last page of 100 rows
+    assert gate.stats.latency_decreases == 0
+
+
+def test_no_growth_when_the_limit_is_not_in_use():
+    gate = AdaptiveConcurrency(8, start=3)
+    for _ in range(10):
+        with gate.slot() as ticket:  # one stream only: a limit of 3 is not in use
+            gate.observe(ticket, throttles=0, sample=page(2.0))
+    assert gate.limit == 3
+
+
+def test_the_gate_holds_requests_beyond_the_limit():
+    gate = AdaptiveConcurrency(3, start=1)
+    release, entered = threading.Event(), threading.Event()
+
+    def second() -> None:
+        with gate.slot():
+            entered.set()
+
+    with gate.slot():
+        thread = threading.Thread(target=second)
+        thread.start()
+        # The second request waits for the first: not entered while the first holds the only slot.
+        assert not entered.wait(0.3)
+        release.set()
+    thread.join(5)
+    assert entered.is_set() and gate.stats.peak == 1
+
+
+def test_max_concurrency_setting(monkeypatch):
+    assert load_settings(require=None, use_store=False).d365_max_concurrency == 4  # DESIGN §3 default
+    monkeypatch.setenv("D365SNOW_D365_MAX_CONCURRENCY", "9")
+    assert load_settings(require=None, use_store=False).d365_max_concurrency == 9
+    monkeypatch.setenv("D365SNOW_D365_MAX_CONCURRENCY", "0")
+    with pytest.raises(SettingsError, match="D365SNOW_D365_MAX_CONCURRENCY"):
+        load_settings(require=None, use_store=False)
+    with pytest.raises(ValueError):
+        AdaptiveConcurrency(0)
