@@ -5,8 +5,8 @@ compares keys, so every row falls in exactly one range whatever is inserted or d
 ``$skip`` offsets, a boundary cannot move. The boundaries are sampled from the data (the key at evenly spaced
 offsets, one row each), which only decides how evenly the rows spread over the ranges, never whether a row is read.
 Comparisons are written only with ``gt ge lt le`` and F&O evaluates them, so its collation decides, as it does for
-its own ordering; equality is ``ge`` and ``le`` together because ``eq`` would read a ``*`` in a key as a wildcard
-(reference/d365.md §2). Every literal goes through :mod:`.odata`.
+its own ordering; there is no ``eq``, which would read a ``*`` in a key as a wildcard (reference/d365.md §2). Every
+literal goes through :mod:`.odata`.
 
 Even when boundaries sampled at different moments come out of order, the ranges still cover every key (a key
 belongs to the first range whose lower bound it passes and whose upper bound it does not); it may then be read
@@ -16,7 +16,7 @@ twice, which the snapshot's de-duplication by key absorbs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -30,11 +30,13 @@ BOUNDARY_MAX_CHARS = 200      # a boundary goes into the URL of every page of tw
 
 
 def range_count(total: int, streams: int) -> int:
-    """How many ranges a read of ``total`` rows with up to ``streams`` streams is split into."""
-    if total <= 0:
+    """How many ranges a read of ``total`` rows with up to ``streams`` streams is split into: ranges of whole
+    pages, about ``RANGES_PER_STREAM`` per stream, at most ``RANGE_MAX_ROWS`` rows each."""
+    pages = math.ceil(max(total, 0) / RANGE_MIN_ROWS)
+    if pages <= 1:
         return 1
-    wanted = max(RANGES_PER_STREAM * streams, math.ceil(total / RANGE_MAX_ROWS))
-    return max(1, min(wanted, math.ceil(total / RANGE_MIN_ROWS)))
+    per_range = max(1, min(RANGE_MAX_ROWS // RANGE_MIN_ROWS, pages // (RANGES_PER_STREAM * streams)))
+    return math.ceil(pages / per_range)
 
 
 def probe_offsets(total: int, ranges: int) -> list[int]:
@@ -59,43 +61,39 @@ def usable_boundary(keys: Sequence[str], row: Mapping[str, Any] | None) -> tuple
     return tuple(values)
 
 
-def _equal(name: str, value: Any) -> odata.Filter:
-    if isinstance(value, str):
-        return odata.ge(name, value) & odata.le(name, value)
-    return odata.eq(name, value)
-
-
-Compare = Callable[[str, Any], odata.Filter]
-
-
-def _lexicographic(keys: Sequence[str], values: Sequence[Any], strict: Compare, last: Compare) -> odata.Filter:
-    """A comparison of the key tuple with ``values``: for some column, the columns before it equal and it
-    ``strict``-ly beyond; for the last column, compared with ``last`` (the inclusive or exclusive end)."""
-    alternatives: list[odata.Filter | None] = []
-    for index, name in enumerate(keys):
-        compare = last if index == len(keys) - 1 else strict
-        alternatives.append(odata.all_of(*(_equal(k, v) for k, v in zip(keys[:index], values[:index], strict=True)),
-                                         compare(name, values[index])))
-    combined = odata.any_of(*alternatives)
-    assert combined is not None
-    return combined
-
-
 def at_least(keys: Sequence[str], values: Sequence[Any]) -> odata.Filter:
-    """Rows whose key is at or after ``values`` in F&O's order."""
-    return _lexicographic(keys, values, odata.gt, odata.ge)
+    """Rows whose key is at or after ``values`` in F&O's order: ``k1 ≥ v1 and (k1 > v1 or rest ≥ rest)``, which is
+    the lexicographic order without an equality (F&O's ``eq`` would read ``*`` as a wildcard)."""
+    first = odata.ge(keys[0], values[0])
+    if len(keys) == 1:
+        return first
+    return first & (odata.gt(keys[0], values[0]) | at_least(keys[1:], values[1:]))
 
 
 def below(keys: Sequence[str], values: Sequence[Any]) -> odata.Filter:
-    """Rows whose key is before ``values`` in F&O's order."""
-    return _lexicographic(keys, values, odata.lt, odata.lt)
+    """Rows whose key is before ``values`` in F&O's order: ``k1 ≤ v1 and (k1 < v1 or rest < rest)``."""
+    if len(keys) == 1:
+        return odata.lt(keys[0], values[0])
+    return odata.le(keys[0], values[0]) & (odata.lt(keys[0], values[0]) | below(keys[1:], values[1:]))
+
+
+def shortest_prefix(boundaries: Sequence[Sequence[Any]]) -> int:
+    """How many leading key columns tell the boundaries apart: ranges on fewer columns make cheaper filters and
+    shorter URLs (purchase order lines split between orders, on the order number alone)."""
+    width = len(boundaries[0]) if boundaries else 1
+    for columns in range(1, width):
+        if len({tuple(b[:columns]) for b in boundaries}) == len(boundaries):
+            return columns
+    return width
 
 
 def range_filters(keys: Sequence[str], boundaries: Sequence[Sequence[Any]]) -> list[odata.Filter | None]:
     """The conditions of the ranges the boundaries cut the key space into: below the first, between each two, at
-    or after the last. No boundaries: one range, no condition."""
+    or after the last, on the :func:`shortest_prefix` of the key. No boundaries: one range, no condition."""
     if not boundaries:
         return [None]
+    columns = shortest_prefix(boundaries)
+    keys, boundaries = keys[:columns], [b[:columns] for b in boundaries]
     filters: list[odata.Filter | None] = [below(keys, boundaries[0])]
     for lower, upper in pairwise(boundaries):
         filters.append(at_least(keys, lower) & below(keys, upper))
@@ -104,4 +102,5 @@ def range_filters(keys: Sequence[str], boundaries: Sequence[Sequence[Any]]) -> l
 
 
 __all__ = ["BOUNDARY_MAX_CHARS", "PARALLEL_MIN_ROWS", "RANGES_PER_STREAM", "RANGE_MAX_ROWS", "RANGE_MIN_ROWS",
-           "at_least", "below", "probe_offsets", "range_count", "range_filters", "usable_boundary"]
+           "at_least", "below", "probe_offsets", "range_count", "range_filters", "shortest_prefix",
+           "usable_boundary"]

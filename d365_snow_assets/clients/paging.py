@@ -3,11 +3,12 @@
 One ``@odata.nextLink`` chain is one request at a time, bounded by the server's time per page. A big read (one legal
 entity's purchase order lines) is split into key ranges (:mod:`.key_ranges`), each a query of its own whose
 nextLink chain is followed as DESIGN §6 asks, read by several streams through the client's adaptive gate
-(:mod:`.concurrency`). Each range proves itself complete: its ``@odata.count`` when its first page was served, the
-rows its pages held, and its ``@odata.count`` when its last page was served must agree, or the range is read again
+(:mod:`.concurrency`). Each range proves itself complete: its ``$count`` before its first page, the rows its pages
+held and, for a chain of several pages, its ``$count`` after the last must agree, or the range is read again
 (nextLink pages are ``$skip`` offsets: a row inserted or deleted before the cursor moves every later row, so a
 chain can repeat or miss rows). A range's pages are held back until it is proven, so a read again never leaves
-half a range behind.
+half a range behind. (``$count=true`` on the pages themselves would save the two requests, but a nextLink carries
+it to every page, and each page would then be counted too.)
 
 Bodies come out in range order, whatever order the ranges finish in, so an F&O that did not change gives the same
 bodies in the same order (the snapshot's digest, warehouse/snapshots.py, depends on it). Memory stays bounded: at
@@ -16,13 +17,11 @@ spill from memory to an unnamed temporary file beyond ``SPOOL_IN_MEMORY`` bytes.
 
 Left to chance: an insert and a delete in the same range while its chain is being read, before and after the
 cursor, keep every count equal although one row was missed and one deleted row was kept. The next extraction reads
-them right. Ranges are sized near a page (``key_ranges.RANGE_MIN_ROWS``) when there are few streams, where a range
-read in one page is one query and this cannot happen.
+them right. A range that fits in one page is one query, where this cannot happen.
 """
 
 from __future__ import annotations
 
-import re
 import struct
 import tempfile
 import threading
@@ -46,7 +45,6 @@ SPOOL_IN_MEMORY = 8 << 20     # bytes of one range's pages kept in memory before
 
 _NEXT_LINK_KEY = b'"@odata.nextLink"'
 _ETAG_KEY = b'"@odata.etag":'
-_COUNT = re.compile(rb'"@odata\.count":\s*(\d+)')
 _LENGTH = struct.Struct(">Q")
 
 
@@ -93,12 +91,6 @@ def page_rows(content: bytes) -> int:
     if not isinstance(value, list):
         raise TransientError("F&O answered a read without a 'value' list.", system=SYSTEM)
     return len(value)
-
-
-def odata_count(content: bytes) -> int | None:
-    """The ``@odata.count`` of a page asked with ``$count=true``: the query's total when the page was served."""
-    match = _COUNT.search(content)
-    return int(match.group(1)) if match else None
 
 
 class ReadPage(Protocol):
@@ -222,38 +214,34 @@ class RangeRead:
         try:
             for attempt in range(1, RANGE_ATTEMPTS + 1):
                 spool.clear()
-                first, last, rows, pages = None, None, 0, 0
+                before = self._read_count(query)
+                rows = pages = 0
                 url: str | None = self.entity_set
-                params: Mapping[str, str] | None = {**query, "$count": "true"}
+                params: Mapping[str, str] | None = query
                 while url is not None:
                     if self._stopping:
                         spool.close()
                         return None
                     content = self._read_page(self.entity_set, url, params, page=True)
-                    count = odata_count(content)
-                    if pages == 0:
-                        # A server that ignores $count=true is asked right away instead.
-                        first = count if count is not None else self._read_count(query)
-                    last = count
                     rows += page_rows(content)
                     pages += 1
                     spool.add(content)
                     link = next_link(content)
                     url, params = (link, None) if link else (None, None)
-                if last is None:
-                    # The nextLink dropped $count=true (F&O's links are opaque): ask for the count at the end.
-                    last = self._read_count(query)
-                if first == rows == last:
+                # One page is one query, so the count before it is all there is to compare with; a chain of pages
+                # can drift between them, and only a count after it as well shows that nothing moved.
+                after = before if pages == 1 else self._read_count(query)
+                if before == rows == after:
                     with self._cond:
                         self.stats.rows += rows
                     return spool
                 with self._cond:
                     self.stats.reread += 1
-                log.info("%s: key range %s of %s changed while it was read (count %s then %s, %s rows received); "
-                         "reading it again (attempt %s)", self.entity_set, index + 1, len(self._filters), first, last,
-                         rows, attempt + 1,
-                         extra={"read": {"entity": self.entity_set, "range": index, "count_first": first,
-                                         "count_last": last, "rows": rows}})
+                log.info("%s: key range %s of %s changed while it was read (count %s before, %s after, %s rows "
+                         "received); reading it again (attempt %s)", self.entity_set, index + 1, len(self._filters),
+                         before, after, rows, attempt + 1,
+                         extra={"read": {"entity": self.entity_set, "range": index, "count_before": before,
+                                         "count_after": after, "rows": rows}})
         except BaseException:
             spool.close()
             raise
@@ -281,4 +269,4 @@ def split_read(read_page: ReadPage, read_count: Callable[[Mapping[str, str]], in
     return RangeRead(read_page, read_count, entity_set, params, key_ranges.range_filters(keys, boundaries), streams)
 
 
-__all__ = ["RangeRead", "RangeReadStats", "json_object", "next_link", "odata_count", "page_rows", "split_read"]
+__all__ = ["RangeRead", "RangeReadStats", "json_object", "next_link", "page_rows", "split_read"]

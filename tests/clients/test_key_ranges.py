@@ -74,6 +74,16 @@ def test_literals_are_escaped_and_never_compared_with_eq():
     assert range_filters(["LineNumber"], [(7,)])[0].text == "LineNumber lt 7"
 
 
+def test_ranges_use_the_shortest_key_prefix_that_separates_the_boundaries(lines):
+    # Orders differ: the order number alone (whole orders per range, a cheaper filter, a shorter URL).
+    by_order = range_filters(KEYS, [("O'Brien", 3), ("zz", 1)])
+    assert "LineNumber" not in "".join(f.text for f in by_order if f is not None)
+    assert [len(members(lines, f.text)) for f in by_order if f is not None] == [16, 16, 12]  # 4 lines an order
+    # Two boundaries in one order: the line number is needed to tell them apart.
+    within = range_filters(KEYS, [("O'Brien", 2), ("O'Brien", 10)])
+    assert [sorted(members(lines, f.text)) for f in within if f is not None][1] == [("O'Brien", 2), ("O'Brien", 3)]
+
+
 def test_unusable_boundaries_are_refused():
     assert usable_boundary(KEYS, {"PurchaseOrderNumber": "P1", "LineNumber": 3}) == ("P1", 3)
     assert usable_boundary(KEYS, None) is None
@@ -90,6 +100,7 @@ def test_unusable_boundaries_are_refused():
     (60_000, 4, 6),
     (10_000_000, 4, 100),     # nor above RANGE_MAX_ROWS per range
     (1_000_000, 1, 10),
+    (1_000_000, 16, 100),     # one page per range at the least
     (0, 4, 1),
 ])
 def test_range_count(total, streams, ranges):
