@@ -519,16 +519,15 @@ class D365Client:
         if split_keys and self.reads.cap > 1:
             total = self._count(entity_set, params)
             if total >= key_ranges.PARALLEL_MIN_ROWS:
-                read = paging.split_read(self._read_page, partial(self._count, entity_set), entity_set, params,
-                                         split_keys, total, self.reads.cap)
-                if read is not None:
-                    yield from read
-                    log.info("%s%s: %s rows in %s key ranges, up to %s at once, %s read again", entity_set,
-                             f" ({legal_entity})" if legal_entity else "", f"{read.stats.rows:,}",
-                             read.stats.ranges, self.reads.stats.peak, read.stats.reread,
-                             extra={"read": {"entity": entity_set, "rows": read.stats.rows,
-                                             "ranges": read.stats.ranges, "reread": read.stats.reread}})
-                    return
+                read = paging.RangeRead(self._read_page, partial(self._count, entity_set), entity_set, params,
+                                        split_keys, total, self.reads.cap)
+                yield from read
+                log.info("%s%s: %s rows in %s key ranges, up to %s at once, %s read again", entity_set,
+                         f" ({legal_entity})" if legal_entity else "", f"{read.stats.rows:,}", read.stats.ranges,
+                         self.reads.stats.peak, read.stats.reread,
+                         extra={"read": {"entity": entity_set, "rows": read.stats.rows, "ranges": read.stats.ranges,
+                                         "reread": read.stats.reread}})
+                return
         yield from self._iter_bodies(entity_set, params)
 
     def _query(self, entity_set: str, legal_entity: str | None, select: Sequence[str] | None,

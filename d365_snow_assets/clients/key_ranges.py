@@ -87,20 +87,22 @@ def shortest_prefix(boundaries: Sequence[Sequence[Any]]) -> int:
     return width
 
 
+def between(keys: Sequence[str], lower: Sequence[Any] | None, upper: Sequence[Any] | None,
+            columns: int) -> odata.Filter | None:
+    """The range ``lower <= key < upper`` on the first ``columns`` key columns; None bounds are open."""
+    keys = keys[:columns]
+    return odata.all_of(None if lower is None else at_least(keys, lower[:columns]),
+                        None if upper is None else below(keys, upper[:columns]))
+
+
 def range_filters(keys: Sequence[str], boundaries: Sequence[Sequence[Any]]) -> list[odata.Filter | None]:
     """The conditions of the ranges the boundaries cut the key space into: below the first, between each two, at
     or after the last, on the :func:`shortest_prefix` of the key. No boundaries: one range, no condition."""
-    if not boundaries:
-        return [None]
     columns = shortest_prefix(boundaries)
-    keys, boundaries = keys[:columns], [b[:columns] for b in boundaries]
-    filters: list[odata.Filter | None] = [below(keys, boundaries[0])]
-    for lower, upper in pairwise(boundaries):
-        filters.append(at_least(keys, lower) & below(keys, upper))
-    filters.append(at_least(keys, boundaries[-1]))
-    return filters
+    bounds: list[Sequence[Any] | None] = [None, *boundaries, None]
+    return [between(keys, lower, upper, columns) for lower, upper in pairwise(bounds)]
 
 
 __all__ = ["BOUNDARY_MAX_CHARS", "PARALLEL_MIN_ROWS", "RANGES_PER_STREAM", "RANGE_MAX_ROWS", "RANGE_MIN_ROWS",
-           "at_least", "below", "probe_offsets", "range_count", "range_filters", "shortest_prefix",
+           "at_least", "below", "between", "probe_offsets", "range_count", "range_filters", "shortest_prefix",
            "usable_boundary"]

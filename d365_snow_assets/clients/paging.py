@@ -3,12 +3,12 @@
 One ``@odata.nextLink`` chain is one request at a time, bounded by the server's time per page. A big read (one legal
 entity's purchase order lines) is split into key ranges (:mod:`.key_ranges`), each a query of its own whose
 nextLink chain is followed as DESIGN §6 asks, read by several streams through the client's adaptive gate
-(:mod:`.concurrency`). Each range proves itself complete: its ``$count`` before its first page, the rows its pages
-held and, for a chain of several pages, its ``$count`` after the last must agree, or the range is read again
+(:mod:`.concurrency`). Each range proves itself complete: its ``@odata.count`` when its first page was served, the
+rows its pages held, and its ``@odata.count`` when its last page was served must agree, or the range is read again
 (nextLink pages are ``$skip`` offsets: a row inserted or deleted before the cursor moves every later row, so a
-chain can repeat or miss rows). A range's pages are held back until it is proven, so a read again never leaves
-half a range behind. (``$count=true`` on the pages themselves would save the two requests, but a nextLink carries
-it to every page, and each page would then be counted too.)
+chain can repeat or miss rows). The counts come with the pages (``$count=true``, which the nextLink carries along),
+so proving a range costs no request of its own. A range's pages are held back until it is proven, so a read again
+never leaves half a range behind.
 
 Bodies come out in range order, whatever order the ranges finish in, so an F&O that did not change gives the same
 bodies in the same order (the snapshot's digest, warehouse/snapshots.py, depends on it). Memory stays bounded: at
@@ -22,6 +22,7 @@ them right. A range that fits in one page is one query, where this cannot happen
 
 from __future__ import annotations
 
+import re
 import struct
 import tempfile
 import threading
@@ -45,6 +46,7 @@ SPOOL_IN_MEMORY = 8 << 20     # bytes of one range's pages kept in memory before
 
 _NEXT_LINK_KEY = b'"@odata.nextLink"'
 _ETAG_KEY = b'"@odata.etag":'
+_COUNT = re.compile(rb'"@odata\.count":\s*(\d+)')
 _LENGTH = struct.Struct(">Q")
 
 
@@ -93,6 +95,12 @@ def page_rows(content: bytes) -> int:
     return len(value)
 
 
+def odata_count(content: bytes) -> int | None:
+    """The ``@odata.count`` of a page asked with ``$count=true``: the query's total when the page was served."""
+    match = _COUNT.search(content)
+    return int(match.group(1)) if match else None
+
+
 class ReadPage(Protocol):
     """One gated GET of the client: ``url`` is the entity set or a nextLink; ``page`` when it returns rows."""
 
@@ -130,18 +138,35 @@ class _Spool:
         self._file.close()
 
 
+_PENDING = object()   # a boundary whose probe has not answered yet
+_BOTTOM = object()    # below every key: what stands in for an unusable first boundary
+_TOP = object()       # above every key: the upper end of the last range
+
+
 class RangeRead:
-    """One query read as ranges by up to ``streams`` workers; iterate it for the page bodies in range order."""
+    """One query read as key ranges by up to ``streams`` workers; iterate it for the page bodies in range order.
+
+    The same workers sample the boundaries (the key at evenly spaced offsets, one row each) and read the ranges.
+    A range starts as soon as both its boundaries are known, and the probes are kept only a few ranges ahead of the
+    reads, so no stream waits for the whole plan. A boundary that cannot be used (:func:`key_ranges.usable_boundary`)
+    is replaced by the one before it, which leaves one range empty and the next one wider. The key prefix the
+    ranges compare (:func:`key_ranges.shortest_prefix`) is decided by the first two boundaries; a later pair that
+    it does not tell apart only makes a range empty, never a row lost."""
 
     def __init__(self, read_page: ReadPage, read_count: Callable[[Mapping[str, str]], int], entity_set: str,
-                 params: Mapping[str, str], filters: Sequence[odata.Filter | None], streams: int) -> None:
+                 params: Mapping[str, str], keys: Sequence[str], total: int, streams: int) -> None:
         self._read_page = read_page
         self._read_count = read_count
         self.entity_set = entity_set
         self._params = dict(params)
-        self._filters = list(filters)
-        self._streams = max(1, min(streams, len(self._filters)))
-        self.stats = RangeReadStats(ranges=len(self._filters))
+        self._keys = tuple(keys)
+        self._offsets = key_ranges.probe_offsets(total, key_ranges.range_count(total, streams))
+        self._probed: list[Any] = [_PENDING] * len(self._offsets)  # a key tuple, or None when unusable
+        self._probes_started = 0
+        self._columns: int | None = None
+        self._ranges = len(self._offsets) + 1
+        self._streams = max(1, min(streams, self._ranges))
+        self.stats = RangeReadStats(ranges=self._ranges)
         self._cond = threading.Condition()
         self._started = 0                  # ranges handed to a worker
         self._handed_on = 0                # ranges the consumer has taken
@@ -154,7 +179,7 @@ class RangeRead:
         try:
             for _ in range(self._streams):
                 pool.submit(self._work)
-            for index in range(len(self._filters)):
+            for index in range(self._ranges):
                 spool = self._next(index)
                 try:
                     yield from spool.bodies()
@@ -178,34 +203,90 @@ class RangeRead:
             self._cond.notify_all()
             return self._done.pop(index)
 
-    def _work(self) -> None:
+    # -- the plan, under the lock ----------------------------------------------------------------------------------
+    def _boundary(self, j: int) -> Any:
+        """Boundary ``j`` (range ``j``'s upper end, range ``j + 1``'s lower): a key tuple, _BOTTOM or _PENDING."""
+        while j >= 0:
+            if self._probed[j] is not None:
+                return self._probed[j]
+            j -= 1  # unusable: the boundary before it stands in
+        return _BOTTOM
+
+    def _plan(self, index: int) -> tuple[bool, odata.Filter | None] | None:
+        """(empty, condition) of range ``index``, or None while a boundary it needs is still being probed."""
+        if self._columns is None:
+            first = [self._boundary(j) for j in range(min(2, len(self._offsets)))]
+            if _PENDING in first:
+                return None
+            self._columns = key_ranges.shortest_prefix([b for b in first if b is not _BOTTOM])
+        lower = _BOTTOM if index == 0 else self._boundary(index - 1)
+        upper = _TOP if index == len(self._offsets) else self._boundary(index)
+        if lower is _PENDING or upper is _PENDING:
+            return None
+        columns = self._columns
+        if upper is _BOTTOM or (lower not in (_BOTTOM, _TOP) and upper is not _TOP
+                                and tuple(lower[:columns]) == tuple(upper[:columns])):
+            return True, None
+        return False, key_ranges.between(self._keys, None if lower is _BOTTOM else lower,
+                                         None if upper is _TOP else upper, columns)
+
+    def _take(self) -> tuple[str, int, tuple[bool, odata.Filter | None] | None] | None:
+        """The next task: a probe while the boundaries are fewer than a stream's worth ahead of the reads, else the
+        next range if it is planned and within the lookahead, else any probe left; None when all is handed out."""
         lookahead = LOOKAHEAD_PER_STREAM * self._streams
-        while True:
-            with self._cond:
-                while (not self._stopping and self._started < len(self._filters)
-                       and self._started >= self._handed_on + lookahead):
-                    self._cond.wait()
-                if self._stopping or self._started >= len(self._filters):
-                    return
-                index = self._started
-                self._started += 1
-            try:
-                spool = self._read_range(index)
-            except BaseException as exc:  # handed to the consumer, which raises it
+        with self._cond:
+            while not self._stopping:
+                probes_left = self._probes_started < len(self._offsets)
+                if probes_left and self._probes_started <= self._started + self._streams:
+                    self._probes_started += 1
+                    return "probe", self._probes_started - 1, None
+                if self._started < self._ranges and self._started < self._handed_on + lookahead:
+                    plan = self._plan(self._started)
+                    if plan is not None:
+                        self._started += 1
+                        return "range", self._started - 1, plan
+                if probes_left:
+                    self._probes_started += 1
+                    return "probe", self._probes_started - 1, None
+                if self._started >= self._ranges:
+                    return None
+                self._cond.wait()
+            return None
+
+    # -- the workers -----------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            while (task := self._take()) is not None:
+                kind, index, plan = task
+                if kind == "probe":
+                    boundary = self._probe(self._offsets[index])
+                    with self._cond:
+                        self._probed[index] = boundary
+                        self._cond.notify_all()
+                    continue
+                assert plan is not None
+                empty, condition = plan
+                spool = _Spool() if empty else self._read_range(index, condition)
                 with self._cond:
-                    self._error = self._error or exc
-                    self._stopping = True
+                    if spool is None:
+                        return
+                    self._done[index] = spool
                     self._cond.notify_all()
-                return
+        except BaseException as exc:  # handed to the consumer, which raises it
             with self._cond:
-                if spool is None:
-                    return
-                self._done[index] = spool
+                self._error = self._error or exc
+                self._stopping = True
                 self._cond.notify_all()
 
-    def _read_range(self, index: int) -> _Spool | None:
+    def _probe(self, offset: int) -> tuple[Any, ...] | None:
+        """The key at ``offset`` in F&O's key order (one row, keys only), if it can be a boundary."""
+        query = {**self._params, "$select": ",".join(self._keys), "$orderby": ",".join(self._keys), "$top": "1",
+                 "$skip": str(offset)}
+        rows = json_object(self._read_page(self.entity_set, self.entity_set, query, page=False)).get("value")
+        return key_ranges.usable_boundary(self._keys, rows[0] if isinstance(rows, list) and rows else None)
+
+    def _read_range(self, index: int, condition: odata.Filter | None) -> _Spool | None:
         """Read range ``index`` until its counts agree with its rows; None when the read is being abandoned."""
-        condition = self._filters[index]
         query = dict(self._params)
         if condition is not None:
             base = self._params.get("$filter")
@@ -214,23 +295,27 @@ class RangeRead:
         try:
             for attempt in range(1, RANGE_ATTEMPTS + 1):
                 spool.clear()
-                before = self._read_count(query)
+                before = after = None
                 rows = pages = 0
                 url: str | None = self.entity_set
-                params: Mapping[str, str] | None = query
+                params: Mapping[str, str] | None = {**query, "$count": "true"}
                 while url is not None:
                     if self._stopping:
                         spool.close()
                         return None
                     content = self._read_page(self.entity_set, url, params, page=True)
+                    after = odata_count(content)
+                    if pages == 0:
+                        # A server that ignores $count=true is asked right away instead.
+                        before = after if after is not None else self._read_count(query)
                     rows += page_rows(content)
                     pages += 1
                     spool.add(content)
                     link = next_link(content)
                     url, params = (link, None) if link else (None, None)
-                # One page is one query, so the count before it is all there is to compare with; a chain of pages
-                # can drift between them, and only a count after it as well shows that nothing moved.
-                after = before if pages == 1 else self._read_count(query)
+                if after is None:
+                    # The nextLink dropped $count=true (F&O's links are opaque): ask for the count at the end.
+                    after = self._read_count(query)
                 if before == rows == after:
                     with self._cond:
                         self.stats.rows += rows
@@ -238,7 +323,7 @@ class RangeRead:
                 with self._cond:
                     self.stats.reread += 1
                 log.info("%s: key range %s of %s changed while it was read (count %s before, %s after, %s rows "
-                         "received); reading it again (attempt %s)", self.entity_set, index + 1, len(self._filters),
+                         "received); reading it again (attempt %s)", self.entity_set, index + 1, self._ranges,
                          before, after, rows, attempt + 1,
                          extra={"read": {"entity": self.entity_set, "range": index, "count_before": before,
                                          "count_after": after, "rows": rows}})
@@ -247,26 +332,8 @@ class RangeRead:
             raise
         spool.close()
         raise TransientError(f"F&O's {self.entity_set} kept changing while key range {index + 1} of "
-                             f"{len(self._filters)} was read ({RANGE_ATTEMPTS} reads disagreed with its count); "
+                             f"{self._ranges} was read ({RANGE_ATTEMPTS} reads disagreed with its count); "
                              f"the extraction is tried again later.", system=SYSTEM)
 
 
-def split_read(read_page: ReadPage, read_count: Callable[[Mapping[str, str]], int], entity_set: str,
-               params: Mapping[str, str], keys: Sequence[str], total: int, streams: int) -> RangeRead | None:
-    """Plan a read of ``total`` rows as key ranges: sample the boundaries (one row each, through the gate, up to
-    ``streams`` at once) and return the read, or None when no usable boundary came back."""
-    offsets = key_ranges.probe_offsets(total, key_ranges.range_count(total, streams))
-    probe = {**params, "$select": ",".join(keys), "$orderby": ",".join(keys), "$top": "1"}
-
-    def boundary(offset: int) -> tuple[Any, ...] | None:
-        rows = json_object(read_page(entity_set, entity_set, {**probe, "$skip": str(offset)}, page=False)).get("value")
-        return key_ranges.usable_boundary(keys, rows[0] if isinstance(rows, list) and rows else None)
-
-    with ThreadPoolExecutor(max(1, min(streams, len(offsets))), thread_name_prefix="d365-probe") as pool:
-        boundaries = [b for b in pool.map(boundary, offsets) if b is not None]
-    if not boundaries:
-        return None
-    return RangeRead(read_page, read_count, entity_set, params, key_ranges.range_filters(keys, boundaries), streams)
-
-
-__all__ = ["RangeRead", "RangeReadStats", "json_object", "next_link", "page_rows", "split_read"]
+__all__ = ["RangeRead", "RangeReadStats", "json_object", "next_link", "odata_count", "page_rows"]
