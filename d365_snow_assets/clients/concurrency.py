@@ -17,7 +17,10 @@ The two signals:
   ``INCREASE_WHILE`` times the baseline. Pages differ in width between entities, so each read has its own baseline.
 
 One decrease per round: requests that were already in flight when the limit was cut reflect the old limit, so what
-they report cannot cut it again.
+they report cannot cut it again. And the width at which the last 429 came is remembered: the limit grows back at
+the usual pace to one below it, and past that only one step per ``CAUTIOUS_ROUNDS`` round trips. A service whose
+limit is an execution-time budget (1,200 s per 300 s) answers 429 only once its window has filled, long after the
+extra stream started, so probing it at full pace would overshoot again and again (bench/: envelope, cap 16).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ DECREASE_AT = 2.0          # twice the best seen: requests are queueing at the s
 LATENCY_DECREASE = 0.75
 THROTTLE_DECREASE = 0.5
 EWMA_WEIGHT = 0.3          # weight of the newest sample in the recent average
+CAUTIOUS_ROUNDS = 8        # round trips per step at and above the width of the last 429
 FULL_PAGE_SHARE = 0.9      # a page this close to the largest seen is "full": short last pages say little
 
 
@@ -97,6 +101,7 @@ class AdaptiveConcurrency:
         self._hold_until = 0      # requests with seq <= this started before the last decrease
         self._acks = 0
         self._throttles_seen = 0
+        self._throttled_at: float | None = None   # the limit when the last 429 came
         self._latency: dict[str, _Latency] = {}
         self.stats = ConcurrencyStats()
 
@@ -143,7 +148,9 @@ class AdaptiveConcurrency:
                     or (ratio is not None and ratio > INCREASE_WHILE)):
                 return  # nothing learnt about a wider limit (a request from before the last cut says nothing)
             self._acks += 1
-            if self._acks >= int(self._limit) and self._limit < self.cap:
+            rounds = CAUTIOUS_ROUNDS if self._throttled_at is not None and self._limit + 1 >= self._throttled_at \
+                else 1
+            if self._acks >= rounds * int(self._limit) and self._limit < self.cap:
                 # About one round trip's worth of answers at this width, and latency held: one more.
                 self._limit = min(float(self.cap), self._limit + 1)
                 self._acks = 0
@@ -154,6 +161,8 @@ class AdaptiveConcurrency:
     def _decrease(self, ticket: Ticket, factor: float, *, throttled: bool) -> None:
         if ticket.seq <= self._hold_until:
             return  # it started before the last decrease: its news is about the old limit
+        if throttled:
+            self._throttled_at = self._limit
         self._limit = max(1.0, self._limit * factor)
         self._hold_until = self._started
         self._acks = 0

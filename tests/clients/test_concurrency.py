@@ -17,10 +17,14 @@ def page(seconds: float, rows: int = PAGE) -> LatencySample:
 
 
 def round_trip(gate: AdaptiveConcurrency, *, seconds: float = 2.0, throttles: int = 0) -> None:
-    """As many requests as the limit allows, in flight together, each answered in ``seconds``."""
-    with ExitAll(gate, gate.limit) as tickets:
-        for ticket in tickets:
-            gate.observe(ticket, throttles=throttles, sample=page(seconds))
+    """One round trip in the steady state: as many answers as the limit, each while the other slots are busy."""
+    width = gate.limit
+    with ExitAll(gate, width - 1):
+        for _ in range(width):
+            if gate.limit < width:
+                return  # cut: the slots held would fill it (a cut limit waits for them to finish)
+            with gate.slot() as ticket:
+                gate.observe(ticket, throttles=throttles, sample=page(seconds))
 
 
 class ExitAll:
@@ -63,14 +67,19 @@ def test_a_429_halves_the_limit_once_per_round():
     assert gate.limit == 1  # never below one
 
 
-def test_the_limit_grows_back_after_throttling_stops():
-    gate = AdaptiveConcurrency(4, start=4)
+def test_the_limit_grows_back_after_throttling_stops_and_slowly_past_where_it_was_throttled():
+    gate = AdaptiveConcurrency(16, start=8)
     with gate.slot() as ticket:
-        gate.observe(ticket, throttles=1)
-    assert gate.limit == 2
-    for _ in range(4):
-        round_trip(gate, throttles=1)  # no new 429 since the last look
-    assert gate.limit == 4 and gate.stats.limits == [2, 3, 4]
+        gate.observe(ticket, throttles=1)   # a 429 at a width of 8
+    assert gate.limit == 4
+    for _ in range(3):
+        round_trip(gate, throttles=1)       # no new 429 since the last look: one step per round trip
+    assert gate.limit == 7 and gate.stats.limits == [4, 5, 6, 7]
+    for _ in range(7):
+        round_trip(gate, throttles=1)       # the next step reaches the width of the 429: eight round trips
+    assert gate.limit == 7
+    round_trip(gate, throttles=1)
+    assert gate.limit == 8
 
 
 def test_rising_latency_shrinks_the_limit_and_holding_latency_lets_it_grow():
