@@ -16,11 +16,17 @@ The two signals:
   serving more of them, and the limit shrinks by a quarter. The additive increase waits while the average is above
   ``INCREASE_WHILE`` times the baseline. Pages differ in width between entities, so each read has its own baseline.
 
+Growth past ``INITIAL_WIDTH`` needs pages: only a page that came back (without a 429 under way) counts towards one
+more request in flight there. Counts and one-row probes answer in a fraction of a page's time and show nothing about
+what the service bears; they take the limit only as far as the width the documented execution budget sustains
+(1,200 s per 300 s: four requests always in flight, reference/d365.md §5), so a read starts at full width where
+the service allows it.
+
 One decrease per round: requests that were already in flight when the limit was cut reflect the old limit, so what
-they report cannot cut it again. And the width at which the last 429 came is remembered: the limit grows back at
-the usual pace to one below it, and past that only one step per ``CAUTIOUS_ROUNDS`` round trips. A service whose
-limit is an execution-time budget (1,200 s per 300 s) answers 429 only once its window has filled, long after the
-extra stream started, so probing it at full pace would overshoot again and again (bench/: envelope, cap 16).
+they report cannot cut it again. And the width at which the last 429 came is remembered: the limit grows back at the
+usual pace to one below it, and past that only one step per ``CAUTIOUS_ROUNDS`` round trips. A service whose limit
+is an execution-time budget (1,200 s per 300 s) answers 429 only once its window has filled, long after the extra
+stream started, so probing it at full pace would overshoot again and again (bench/: envelope, cap 16).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ LATENCY_DECREASE = 0.75
 THROTTLE_DECREASE = 0.5
 EWMA_WEIGHT = 0.3          # weight of the newest sample in the recent average
 CAUTIOUS_ROUNDS = 8        # round trips per step at and above the width of the last 429
+INITIAL_WIDTH = 4          # how far answers other than pages may widen the limit (1,200 s / 300 s)
 FULL_PAGE_SHARE = 0.9      # a page this close to the largest seen is "full": short last pages say little
 
 
@@ -145,6 +152,7 @@ class AdaptiveConcurrency:
                 self._decrease(ticket, LATENCY_DECREASE, throttled=False)
                 return
             if (not succeeded or not ticket.limit_in_use or ticket.seq <= self._hold_until
+                    or (sample is None and self._limit >= INITIAL_WIDTH)
                     or (ratio is not None and ratio > INCREASE_WHILE)):
                 return  # nothing learnt about a wider limit (a request from before the last cut says nothing)
             self._acks += 1

@@ -439,8 +439,10 @@ class D365Client:
         self.transport = transport or Transport("F&O", ca_bundle=settings.ca_bundle, policy=policy, sleep=sleep,
                                                 clock=clock, final_error=is_write_failure,
                                                 transient_success=cut_off_read, headers=ODATA_HEADERS)
-        # Every page, count and probe of a read passes this gate (DESIGN §10); writes and key lookups do not.
-        self.reads = AdaptiveConcurrency(settings.d365_max_concurrency)
+        # Every page, count and probe of a read passes this gate (DESIGN §10); writes and key lookups do not. The
+        # transport's own per-host ceiling bounds it: a wider gate would only queue in the transport.
+        self.reads = AdaptiveConcurrency(min(settings.d365_max_concurrency,
+                                             self.transport.policy.max_concurrency_per_host))
 
     def close(self) -> None:
         self.transport.close()

@@ -100,6 +100,17 @@ def test_rising_latency_shrinks_the_limit_and_holding_latency_lets_it_grow():
     assert gate.limit == 4
 
 
+def test_only_pages_widen_the_limit_beyond_four():
+    gate = AdaptiveConcurrency(16)
+    for _ in range(50):  # counts and one-row probes, answered quickly
+        with ExitAll(gate, gate.limit) as tickets:
+            for ticket in tickets:
+                gate.observe(ticket, throttles=0)
+    assert gate.limit == 4  # the width the documented execution budget sustains
+    round_trip(gate)
+    assert gate.limit == 5
+
+
 def test_short_pages_say_nothing_about_latency():
     gate = AdaptiveConcurrency(2, start=2)
     round_trip(gate, seconds=2.0)
