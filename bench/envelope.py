@@ -69,7 +69,7 @@ def ours(workdir: Path) -> dict[str, Any]:
         gate = client.reads.stats
     return {"rows": info.rows, "seconds": seconds, "requests": client.transport.stats.requests,
             "throttled_seen": client.transport.stats.throttled, "streams_peak": gate.peak,
-            "limit_changes": len(gate.limits), "limit_cuts_429": gate.throttled_decreases,
+            "limit_changes": len(gate.changes), "limit_cuts_429": gate.throttled_decreases,
             "limit_cuts_latency": gate.latency_decreases}
 
 

@@ -58,7 +58,9 @@ def ours(workdir: Path) -> dict[str, Any]:
         with ThreadPoolExecutor(len(settings.legal_entities)) as pool:
             rows = sum(pool.map(one, settings.legal_entities))
         seconds = time.perf_counter() - start
-    return {"rows": rows, "seconds": seconds, "requests": client.transport.stats.requests}
+        gate = client.reads.stats
+    return {"rows": rows, "seconds": seconds, "requests": client.transport.stats.requests,
+            "gate_peak": gate.peak, "gate_cuts": gate.throttled_decreases + gate.latency_decreases}
 
 
 def ceiling(workdir: Path) -> dict[str, Any]:

@@ -11,16 +11,21 @@ as fast as before, fewer as soon as the service pushes back.
 The two signals:
 - **429**: the shared transport waits out Retry-After and counts every 429 it received. Any increase of that count
   since the last look halves the limit.
-- **Latency**: per read (``key``), the seconds per row of full pages. The best value seen is the baseline. When the
-  recent average rises beyond ``DECREASE_AT`` times the baseline, the service is queueing the requests rather than
-  serving more of them, and the limit shrinks by a quarter. The additive increase waits while the average is above
-  ``INCREASE_WHILE`` times the baseline. Pages differ in width between entities, so each read has its own baseline.
+- **Latency**: per read (``key``), the seconds per byte of full pages. The best value seen is the baseline; it
+  ages by ``BASELINE_AGING`` a page, so a lasting change (a busier AOS, a slower network) becomes the new normal
+  after some dozens of pages instead of cutting the limit for good, while a sudden one still counts. When the
+  recent average and the page just answered are both beyond ``DECREASE_AT`` times the baseline, the service is
+  queueing the requests rather than serving more of them, and the limit shrinks by a quarter (the page itself must
+  be slow too: a fast page after a slow spell says the spell is over, whatever the average still remembers). The
+  additive increase waits while the average is above ``INCREASE_WHILE`` times the baseline. Rows differ in width
+  between entities, so each read has its own baseline (and within a read, bytes measure a page as well as rows do,
+  without counting them).
 
-Growth past ``INITIAL_WIDTH`` needs pages: only a page that came back (without a 429 under way) counts towards one
-more request in flight there. Counts and one-row probes answer in a fraction of a page's time and show nothing about
-what the service bears; they take the limit only as far as the width the documented execution budget sustains
-(1,200 s per 300 s: four requests always in flight, reference/d365.md §5), so a read starts at full width where
-the service allows it.
+The gate starts ``INITIAL_WIDTH`` wide (or at the cap, if lower): four requests always in flight is what the
+documented execution budget sustains (1,200 s per 300 s, reference/d365.md §5), as a TCP connection starts with an
+initial window. Growth beyond needs pages: only a page that came back (without a 429 under way) counts towards one
+more request in flight. Counts and one-row probes answer in a fraction of a page's time and show nothing about
+what the service bears.
 
 One decrease per round: requests that were already in flight when the limit was cut reflect the old limit, so what
 they report cannot cut it again. And the width at which the last 429 came is remembered: the limit grows back at the
@@ -42,8 +47,9 @@ LATENCY_DECREASE = 0.75
 THROTTLE_DECREASE = 0.5
 EWMA_WEIGHT = 0.3          # weight of the newest sample in the recent average
 CAUTIOUS_ROUNDS = 8        # round trips per step at and above the width of the last 429
-INITIAL_WIDTH = 4          # how far answers other than pages may widen the limit (1,200 s / 300 s)
+INITIAL_WIDTH = 4          # where the limit starts: 1,200 s of execution per 300 s keeps four requests busy
 FULL_PAGE_SHARE = 0.9      # a page this close to the largest seen is "full": short last pages say little
+BASELINE_AGING = 0.01      # the best latency seen may rise this much a full page
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,10 @@ class Ticket:
 
 @dataclass(frozen=True)
 class LatencySample:
-    """How long a page of ``rows`` rows of read ``key`` took, with no 429 while it was under way."""
+    """How long a page of ``size`` bytes of read ``key`` took, with no 429 while it was under way."""
 
     key: str
-    rows: int
+    size: int
     seconds: float
 
 
@@ -71,33 +77,42 @@ class ConcurrencyStats:
     increases: int = 0
     throttled_decreases: int = 0
     latency_decreases: int = 0
-    limits: list[int] = field(default_factory=list)  # the limit after each change, in order
+    changes: list[tuple[str, int]] = field(default_factory=list)  # ("grow" | "429" | "latency", new limit), in order
 
 
 @dataclass
 class _Latency:
-    full_rows: int = 0
-    best: float | None = None     # seconds per row
+    full_size: int = 0
+    latest: float | None = None   # seconds per byte of the last page, if it was a full one
+    best: float | None = None     # seconds per byte
     recent: float | None = None
 
-    def add(self, rows: int, seconds: float) -> None:
-        if rows <= 0 or rows < FULL_PAGE_SHARE * self.full_rows:
+    def add(self, size: int, seconds: float) -> None:
+        if size <= 0 or size < FULL_PAGE_SHARE * self.full_size:
+            self.latest = None
             return
-        self.full_rows = max(self.full_rows, rows)
-        per_row = seconds / rows
-        self.best = per_row if self.best is None else min(self.best, per_row)
-        self.recent = per_row if self.recent is None else (1 - EWMA_WEIGHT) * self.recent + EWMA_WEIGHT * per_row
+        self.full_size = max(self.full_size, size)
+        per_byte = self.latest = seconds / size
+        self.best = per_byte if self.best is None else min(self.best * (1 + BASELINE_AGING), per_byte)
+        self.recent = per_byte if self.recent is None else (1 - EWMA_WEIGHT) * self.recent + EWMA_WEIGHT * per_byte
 
     def ratio(self) -> float | None:
+        """The recent average over the baseline."""
         if self.best is None or self.recent is None or self.best <= 0:
             return None
         return self.recent / self.best
+
+    def rising(self) -> bool:
+        """The recent average and the last page are both beyond DECREASE_AT times the baseline."""
+        ratio = self.ratio()
+        return (ratio is not None and ratio > DECREASE_AT and self.latest is not None and self.best is not None
+                and self.latest > DECREASE_AT * self.best)
 
 
 class AdaptiveConcurrency:
     """A gate for F&O requests whose width follows AIMD. Thread-safe; one per client."""
 
-    def __init__(self, cap: int, *, start: int = 1) -> None:
+    def __init__(self, cap: int, *, start: int = INITIAL_WIDTH) -> None:
         if cap < 1:
             raise ValueError("the concurrency cap must be at least 1")
         self.cap = cap
@@ -146,14 +161,13 @@ class AdaptiveConcurrency:
             ratio = None
             if sample is not None:
                 latency = self._latency.setdefault(sample.key, _Latency())
-                latency.add(sample.rows, sample.seconds)
+                latency.add(sample.size, sample.seconds)
                 ratio = latency.ratio()
-            if ratio is not None and ratio > DECREASE_AT:
-                self._decrease(ticket, LATENCY_DECREASE, throttled=False)
-                return
+                if latency.rising():
+                    self._decrease(ticket, LATENCY_DECREASE, throttled=False)
+                    return
             if (not succeeded or not ticket.limit_in_use or ticket.seq <= self._hold_until
-                    or (sample is None and self._limit >= INITIAL_WIDTH)
-                    or (ratio is not None and ratio > INCREASE_WHILE)):
+                    or sample is None or (ratio is not None and ratio > INCREASE_WHILE)):
                 return  # nothing learnt about a wider limit (a request from before the last cut says nothing)
             self._acks += 1
             rounds = CAUTIOUS_ROUNDS if self._throttled_at is not None and self._limit + 1 >= self._throttled_at \
@@ -163,7 +177,7 @@ class AdaptiveConcurrency:
                 self._limit = min(float(self.cap), self._limit + 1)
                 self._acks = 0
                 self.stats.increases += 1
-                self.stats.limits.append(int(self._limit))
+                self.stats.changes.append(("grow", int(self._limit)))
                 self._cond.notify_all()
 
     def _decrease(self, ticket: Ticket, factor: float, *, throttled: bool) -> None:
@@ -178,7 +192,7 @@ class AdaptiveConcurrency:
             self.stats.throttled_decreases += 1
         else:
             self.stats.latency_decreases += 1
-        self.stats.limits.append(int(self._limit))
+        self.stats.changes.append(("429" if throttled else "latency", int(self._limit)))
 
 
 __all__ = ["AdaptiveConcurrency", "ConcurrencyStats", "LatencySample", "Ticket"]

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -443,6 +444,8 @@ class D365Client:
         # transport's own per-host ceiling bounds it: a wider gate would only queue in the transport.
         self.reads = AdaptiveConcurrency(min(settings.d365_max_concurrency,
                                              self.transport.policy.max_concurrency_per_host))
+        self._bulk_reads = 0  # iter_bodies reads in progress: they share the gate
+        self._bulk_lock = threading.Lock()
 
     def close(self) -> None:
         self.transport.close()
@@ -512,25 +515,53 @@ class D365Client:
         anything, that F&O answered exactly as last time, and :func:`page_frame` turns one into a frame.
 
         With the entity's ``keys`` a big read is split into key ranges read at once (:mod:`.paging`, DESIGN §10):
-        a ``$count`` first decides, and a read under ``key_ranges.PARALLEL_MIN_ROWS`` rows (or with
-        D365SNOW_D365_MAX_CONCURRENCY=1) stays one nextLink stream as :meth:`iter_pages` reads it. Either way the
-        bodies of an unchanged F&O come out the same and in the same order, and memory stays bounded."""
+        a ``$count`` first decides, and a read under ``key_ranges.PARALLEL_MIN_ROWS`` rows stays one nextLink
+        stream as :meth:`iter_pages` reads it. So does a read that would get no stream of its own: the gate's width
+        (D365SNOW_D365_MAX_CONCURRENCY) is shared by this client's reads, and while as many reads are in progress as
+        it allows, splitting one only adds requests. Either way the bodies of an unchanged F&O come out the same
+        and in the same order, and memory stays bounded."""
         params = self._query(entity_set, legal_entity, select, odata_filter, None, None)
         # Within one legal entity dataAreaId is the same on every row: it cannot split anything.
         split_keys = [odata.check_identifier(k) for k in keys if not (legal_entity and k == "dataAreaId")]
-        if split_keys and self.reads.cap > 1:
-            total = self._count(entity_set, params)
-            if total >= key_ranges.PARALLEL_MIN_ROWS:
-                read = paging.RangeRead(self._read_page, partial(self._count, entity_set), entity_set, params,
-                                        split_keys, total, self.reads.cap)
-                yield from read
-                log.info("%s%s: %s rows in %s key ranges, up to %s at once, %s read again", entity_set,
-                         f" ({legal_entity})" if legal_entity else "", f"{read.stats.rows:,}", read.stats.ranges,
-                         self.reads.stats.peak, read.stats.reread,
-                         extra={"read": {"entity": entity_set, "rows": read.stats.rows, "ranges": read.stats.ranges,
-                                         "reread": read.stats.reread}})
-                return
-        yield from self._iter_bodies(entity_set, params)
+        # The read counts as in progress from now, not from its first page: reads started together (one per legal
+        # entity) must all be counted when the first of them decides.
+        with self._bulk_lock:
+            self._bulk_reads += 1
+        done = threading.Event()
+        bodies = self._bulk_bodies(entity_set, legal_entity, params, split_keys, done)
+        weakref.finalize(bodies, self._bulk_read_done, done)  # a read dropped before its first page leaves too
+        return bodies
+
+    def _bulk_read_done(self, done: threading.Event) -> None:
+        with self._bulk_lock:
+            if not done.is_set():
+                done.set()
+                self._bulk_reads -= 1
+
+    def _bulk_bodies(self, entity_set: str, legal_entity: str | None, params: Mapping[str, str],
+                     split_keys: Sequence[str], done: threading.Event) -> Iterator[bytes]:
+        try:
+            streams = self.reads.cap - (self._bulk_reads - 1)
+            if split_keys and streams > 1:
+                total = self._count(entity_set, params)
+                streams = self.reads.cap - (self._bulk_reads - 1)  # other reads may have started meanwhile
+                if total >= key_ranges.PARALLEL_MIN_ROWS and streams > 1:
+                    yield from self._iter_ranges(entity_set, legal_entity, params, split_keys, total, streams)
+                    return
+            yield from self._iter_bodies(entity_set, params)
+        finally:
+            self._bulk_read_done(done)
+
+    def _iter_ranges(self, entity_set: str, legal_entity: str | None, params: Mapping[str, str],
+                     keys: Sequence[str], total: int, streams: int) -> Iterator[bytes]:
+        read = paging.RangeRead(self._read_page, partial(self._count, entity_set), entity_set, params, keys, total,
+                                streams)
+        yield from read
+        log.info("%s%s: %s rows in %s key ranges, %s streams, %s read again", entity_set,
+                 f" ({legal_entity})" if legal_entity else "", f"{read.stats.rows:,}", read.stats.ranges, streams,
+                 read.stats.reread,
+                 extra={"read": {"entity": entity_set, "rows": read.stats.rows, "ranges": read.stats.ranges,
+                                 "streams": streams, "reread": read.stats.reread}})
 
     def _query(self, entity_set: str, legal_entity: str | None, select: Sequence[str] | None,
                odata_filter: str | odata.Filter | None, orderby: Sequence[str] | None,
@@ -581,8 +612,7 @@ class D365Client:
             seconds = time.monotonic() - started
             after = self.transport.stats.throttled
             # A page that waited out a Retry-After says nothing about how fast F&O serves pages.
-            sample = LatencySample(entity_set, paging.page_rows(content), seconds) \
-                if page and after == throttles else None
+            sample = LatencySample(entity_set, len(content), seconds) if page and after == throttles else None
             self.reads.observe(ticket, throttles=after, sample=sample)
         return content
 

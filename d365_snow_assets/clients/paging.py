@@ -42,7 +42,8 @@ log = get_logger(__name__)
 SYSTEM = "F&O"
 RANGE_ATTEMPTS = 4            # reads of one range that must agree with its counts before the read fails
 LOOKAHEAD_PER_STREAM = 2      # ranges read ahead of the one being handed on, per stream
-SPOOL_IN_MEMORY = 8 << 20     # bytes of one range's pages kept in memory before they spill to a temporary file
+SPOOL_IN_MEMORY = 1 << 20     # bytes of one range's pages kept in memory before they spill to a temporary file
+                              # (a 10,000-row page is 4-5 MB: ranges held for their turn wait on disk, not in RSS)
 
 _NEXT_LINK_KEY = b'"@odata.nextLink"'
 _ETAG_KEY = b'"@odata.etag":'

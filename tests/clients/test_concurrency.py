@@ -9,11 +9,11 @@ import pytest
 from d365_snow_assets.clients.concurrency import AdaptiveConcurrency, LatencySample
 from d365_snow_assets.settings import SettingsError, load_settings
 
-PAGE = 10_000
+PAGE = 4_500_000  # bytes of a 10,000-row page
 
 
-def page(seconds: float, rows: int = PAGE) -> LatencySample:
-    return LatencySample("PurchaseOrderLinesV2", rows, seconds)
+def page(seconds: float, size: int = PAGE) -> LatencySample:
+    return LatencySample("PurchaseOrderLinesV2", size, seconds)
 
 
 def round_trip(gate: AdaptiveConcurrency, *, seconds: float = 2.0, throttles: int = 0) -> None:
@@ -41,12 +41,16 @@ class ExitAll:
             c.__exit__(None, None, None)
 
 
+def test_it_starts_four_wide_or_at_the_cap():
+    assert AdaptiveConcurrency(16).limit == 4 and AdaptiveConcurrency(2).limit == 2
+
+
 def test_additive_increase_one_per_round_trip_up_to_the_cap():
-    gate = AdaptiveConcurrency(4)
+    gate = AdaptiveConcurrency(4, start=1)
     assert gate.limit == 1
     for _ in range(10):
         round_trip(gate)
-    assert gate.limit == 4 and gate.stats.limits == [2, 3, 4] and gate.stats.peak == 4
+    assert gate.limit == 4 and gate.stats.changes == [("grow", 2), ("grow", 3), ("grow", 4)] and gate.stats.peak == 4
 
 
 def test_a_429_halves_the_limit_once_per_round():
@@ -74,7 +78,7 @@ def test_the_limit_grows_back_after_throttling_stops_and_slowly_past_where_it_wa
     assert gate.limit == 4
     for _ in range(3):
         round_trip(gate, throttles=1)       # no new 429 since the last look: one step per round trip
-    assert gate.limit == 7 and gate.stats.limits == [4, 5, 6, 7]
+    assert gate.limit == 7 and gate.stats.changes == [("429", 4), ("grow", 5), ("grow", 6), ("grow", 7)]
     for _ in range(7):
         round_trip(gate, throttles=1)       # the next step reaches the width of the 429: eight round trips
     assert gate.limit == 7
@@ -83,30 +87,39 @@ def test_the_limit_grows_back_after_throttling_stops_and_slowly_past_where_it_wa
 
 
 def test_rising_latency_shrinks_the_limit_and_holding_latency_lets_it_grow():
-    gate = AdaptiveConcurrency(4, start=4)
-    round_trip(gate, seconds=2.0)              # the baseline: 0.2 ms per row
-    assert gate.limit == 4
+    gate = AdaptiveConcurrency(4)
+    round_trip(gate, seconds=2.0)              # the baseline: 2 s a full page
     round_trip(gate, seconds=2.4)              # 20% slower: holds, nothing changes (already at the cap)
     assert gate.limit == 4 and gate.stats.latency_decreases == 0
-    for _ in range(3):
-        round_trip(gate, seconds=12.0)         # the recent average passes twice the baseline
-    assert gate.limit < 4 and gate.stats.latency_decreases >= 1
-    shrunk = gate.limit
-    for _ in range(3):
-        round_trip(gate, seconds=3.0)          # better, but still above 1.25× the baseline: no growth
-    assert gate.limit <= shrunk
-    for _ in range(12):
-        round_trip(gate, seconds=2.0)          # back to the baseline: it grows again
+    round_trip(gate, seconds=12.0)             # suddenly six times slower: the recent average passes twice it
+    assert gate.limit == 3 and gate.stats.changes == [("latency", 3)]
+    round_trip(gate, seconds=2.0)              # back to normal, but the average still remembers
+    assert gate.limit == 3
+    for _ in range(6):
+        round_trip(gate, seconds=2.0)          # the average has come down: it grows again
     assert gate.limit == 4
 
 
-def test_only_pages_widen_the_limit_beyond_four():
+def test_a_lasting_slowdown_becomes_the_new_normal():
+    gate = AdaptiveConcurrency(8)
+    round_trip(gate, seconds=2.0)
+    for _ in range(60):
+        round_trip(gate, seconds=5.0)          # everything 2.5 times slower from now on, for good
+    cuts = gate.stats.latency_decreases
+    assert cuts >= 1
+    for _ in range(30):
+        round_trip(gate, seconds=5.0)
+    assert gate.stats.latency_decreases == cuts  # no more cuts for what has become normal ...
+    assert gate.stats.changes[-1][0] == "grow"   # ... and it grows again
+
+
+def test_only_pages_widen_the_limit():
     gate = AdaptiveConcurrency(16)
     for _ in range(50):  # counts and one-row probes, answered quickly
         with ExitAll(gate, gate.limit) as tickets:
             for ticket in tickets:
                 gate.observe(ticket, throttles=0)
-    assert gate.limit == 4  # the width the documented execution budget sustains
+    assert gate.limit == 4
     round_trip(gate)
     assert gate.limit == 5
 
@@ -117,7 +130,7 @@ def test_short_pages_say_nothing_about_latency():
     for _ in range(5):
         with ExitAll(gate, 2) as tickets:
             for ticket in tickets:
-                gate.observe(ticket, throttles=0, sample=page(1.5, rows=100))  # a last page of 100 rows
+                gate.observe(ticket, throttles=0, sample=page(1.5, size=45_000))  # a last page of 100 rows
     assert gate.stats.latency_decreases == 0
 
 

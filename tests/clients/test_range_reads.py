@@ -3,8 +3,10 @@ exactly F&O's, also while F&O changes underneath; an unchanged F&O gives the sam
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -140,20 +142,52 @@ def test_ranges_are_complete_under_concurrent_inserts_and_deletes(big, monkeypat
     assert sorted(got) == sorted(after)            # none missing, none deleted kept, every insert read
 
 
-def test_gate_backs_off_on_injected_429s_and_the_read_stays_exact(big):
-    """25% of F&O's answers are 429 (Retry-After 1 s, waited out by the shared transport on a recorded clock):
-    each one halves the gate's limit, which grows back one stream per round trip while answers come."""
-    big.set_faults("d365", FaultProfile(share_429=0.25, retry_after_s=1, seed=7))
+def test_gate_backs_off_on_injected_429s_and_the_read_stays_exact(big, monkeypatch):
+    """A 429 storm (30% of F&O's answers, Retry-After 1 s, waited out by the shared transport on a recorded clock)
+    during the first 20 pages: each 429 seen halves the gate's limit; once the storm is over it grows back one
+    stream per round trip of pages."""
+    big.set_faults("d365", FaultProfile(share_429=0.3, retry_after_s=1, seed=7))
+    state, injector = big.world.d365, big.world.faults["d365"]
+    original, served, storm = state.page_json, [0], {}
+
+    def page_json(es, qp, offset, limit):
+        served[0] += 1
+        if served[0] == 20:  # the storm is over
+            storm.update(injector.counters.as_dict())
+            big.clear_faults()
+        return original(es, qp, offset, limit)
+
+    monkeypatch.setattr(state, "page_json", page_json)
     sleep = FakeSleep()
     with client(big, sleep) as c:
         got = keys_of(read(c))
         stats = c.reads.stats
         throttled = c.transport.stats.throttled
     assert len(got) == len(set(got)) == 60_000 and set(got) == set(table(big))
-    assert throttled == big.world.faults["d365"].counters.throttled > 0
-    assert stats.throttled_decreases >= 1 and stats.peak <= 4
-    cuts = [(a, b) for a, b in zip(stats.limits, stats.limits[1:], strict=False) if b < a]
-    grows = [(a, b) for a, b in zip(stats.limits, stats.limits[1:], strict=False) if b > a]
+    assert throttled == storm["throttled"] > 0
+    steps = list(pairwise([("start", 4), *stats.changes]))  # it starts four wide
+    cuts = [(a, b) for (_, a), (why, b) in steps if why == "429"]
+    grows = [(a, b) for (_, a), (why, b) in steps if why == "grow"]
     assert cuts and all(b == max(1, a // 2) for a, b in cuts)  # multiplicative: halved
     assert grows and all(b == a + 1 for a, b in grows)          # additive: one at a time
+    assert stats.peak <= 4
     assert sleep.waits.count(1.0) == throttled                  # every 429's Retry-After was honoured
+
+
+def test_a_read_is_split_only_when_the_gate_has_streams_to_spare(big):
+    """The gate's width is shared by the client's reads: with D365SNOW_D365_MAX_CONCURRENCY=2 and another read in
+    progress, a big read gets no stream of its own and stays one nextLink chain; alone it is split."""
+    faults = big.world.faults["d365"]
+    with client(big, d365_max_concurrency=2) as c:
+        other = c.iter_bodies("VendorsV2", legal_entity="usmf", keys=("dataAreaId", "VendorAccountNumber"))
+        next(other)                                   # in progress, holding its share of the gate
+        big.clear_faults()
+        assert len(set(keys_of(read(c)))) == 60_000
+        assert faults.counters.requests == 60          # its pages only: no count, no probe, no range
+        other.close()
+        never_read = c.iter_bodies("VendorsV2", legal_entity="usmf")  # counts from the call on ...
+        del never_read                                                 # ... until it is dropped, even unread
+        gc.collect()
+        big.clear_faults()
+        assert len(set(keys_of(read(c)))) == 60_000
+        assert faults.counters.requests > 60           # alone: counted, boundaries probed, read in ranges
