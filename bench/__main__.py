@@ -1,4 +1,4 @@
-"""``python -m bench [--scale S] [--only extract,push,nochange,diff]``: DESIGN §10, side by side in one run.
+"""``python -m bench [--scale S] [--only extract,push,nochange,diff,envelope]``: DESIGN §10, side by side in one run.
 
 Every contender runs in its own child process against a sandbox in another process (bench.sandbox_proc), so peak
 RSS and CPU time are the contender's own. Prints a table of figures with their targets and writes the figures and
