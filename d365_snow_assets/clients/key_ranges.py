@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from itertools import pairwise
 from typing import Any
 
 from . import odata
@@ -95,14 +94,6 @@ def between(keys: Sequence[str], lower: Sequence[Any] | None, upper: Sequence[An
                         None if upper is None else below(keys, upper[:columns]))
 
 
-def range_filters(keys: Sequence[str], boundaries: Sequence[Sequence[Any]]) -> list[odata.Filter | None]:
-    """The conditions of the ranges the boundaries cut the key space into: below the first, between each two, at
-    or after the last, on the :func:`shortest_prefix` of the key. No boundaries: one range, no condition."""
-    columns = shortest_prefix(boundaries)
-    bounds: list[Sequence[Any] | None] = [None, *boundaries, None]
-    return [between(keys, lower, upper, columns) for lower, upper in pairwise(bounds)]
-
-
 __all__ = ["BOUNDARY_MAX_CHARS", "PARALLEL_MIN_ROWS", "RANGES_PER_STREAM", "RANGE_MAX_ROWS", "RANGE_MIN_ROWS",
-           "at_least", "below", "between", "probe_offsets", "range_count", "range_filters", "shortest_prefix",
+           "at_least", "below", "between", "probe_offsets", "range_count", "shortest_prefix",
            "usable_boundary"]

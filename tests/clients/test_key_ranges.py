@@ -3,6 +3,8 @@ parts that hold every key, judged by the sandbox's own OData filter engine (the 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import duckdb
 import pytest
 
@@ -10,9 +12,10 @@ from d365_snow_assets.clients import key_ranges
 from d365_snow_assets.clients.key_ranges import (
     at_least,
     below,
+    between,
     probe_offsets,
     range_count,
-    range_filters,
+    shortest_prefix,
     usable_boundary,
 )
 from d365_snow_assets.sandbox.d365.filters import filter_to_sql
@@ -29,6 +32,12 @@ def lines() -> duckdb.DuckDBPyConnection:
     con.execute('CREATE TABLE t ("PurchaseOrderNumber" VARCHAR, "LineNumber" BIGINT)')
     con.executemany("INSERT INTO t VALUES (?, ?)", [[o, n] for o in ORDERS for n in (1, 2, 3, 10)])
     return con
+
+
+def range_filters(keys: list[str], boundaries: list[tuple]) -> list:
+    """The ranges a read cuts the key space into at these boundaries, as paging.RangeRead builds them one by one."""
+    columns = shortest_prefix(boundaries)
+    return [between(keys, lower, upper, columns) for lower, upper in pairwise([None, *boundaries, None])]
 
 
 def members(con: duckdb.DuckDBPyConnection, text: str | None) -> list[tuple[str, int]]:

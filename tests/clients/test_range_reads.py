@@ -191,3 +191,20 @@ def test_a_read_is_split_only_when_the_gate_has_streams_to_spare(big):
         big.clear_faults()
         assert len(set(keys_of(read(c)))) == 60_000
         assert faults.counters.requests > 60           # alone: counted, boundaries probed, read in ranges
+
+
+def test_a_next_link_without_the_count_is_followed_by_a_count_of_the_range(big, monkeypatch):
+    """F&O's nextLink is opaque: if one does not carry $count=true along, the range is counted at its end."""
+    from d365_snow_assets.sandbox.d365.app import D365Service
+
+    original = D365Service._next_link
+
+    def next_link(self, es, query, base, skip, top):
+        return original(self, es, [(k, v) for k, v in query if k != "$count"], base, skip, top)
+
+    monkeypatch.setattr(D365Service, "_next_link", next_link)
+    with client(big) as c:
+        got = keys_of(read(c))
+    assert len(got) == len(set(got)) == 60_000 and set(got) == set(table(big))
+    # 1 count, 5 boundary probes, 6 ranges of 10 pages, and each range's count at its end.
+    assert big.world.faults["d365"].counters.requests == 1 + 5 + 60 + 6
