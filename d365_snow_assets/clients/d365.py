@@ -421,7 +421,6 @@ def page_frame(content: bytes, entity_set: str) -> pl.DataFrame:
     return frame.select([c for c in frame.columns if not c.startswith("@odata.")])
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # The client
 
