@@ -1,4 +1,4 @@
-"""``python -m bench [--scale S] [--only extract,push,nochange,diff]``: DESIGN §10, side by side in one run.
+"""``python -m bench [--scale S] [--only extract,push,nochange,diff,envelope]``: DESIGN §10, side by side in one run.
 
 Every contender runs in its own child process against a sandbox in another process (bench.sandbox_proc), so peak
 RSS and CPU time are the contender's own. Prints a table of figures with their targets and writes the figures and
@@ -191,13 +191,62 @@ def bench_diff(scale: float, work: Path) -> tuple[list[Figure], dict[str, Any]]:
         result
 
 
-SECTIONS = {"extract": bench_extract, "push": bench_push, "nochange": bench_nochange, "diff": bench_diff}
+def bench_envelope(scale: float, work: Path) -> tuple[list[Figure], dict[str, Any]]:
+    """One legal entity's PO lines read within F&O's service envelope (bench/envelope.py): ours adaptive, ours as
+    one stream, ours with a cap above the envelope, dlt parallelized. Each contender starts from an empty window."""
+    from bench.envelope import LEGAL_ENTITY, PAGE, SETTINGS, envelope_rows_per_s, profile
+
+    n = max(int(1_000_000 * scale), 60_000)  # at least enough rows for the key-range path
+    ceiling = envelope_rows_per_s()
+    raw: dict[str, Any] = {"rows": n, "page_size": PAGE, "profile": profile(), "envelope_rows_per_s": ceiling}
+    with SandboxProcess(legal_entities=[LEGAL_ENTITY], vendors=200, purchase_orders=max(n // 10, 40), po_lines=n,
+                        approved_invoices=0) as sandbox:
+        sandbox.admin("d365", "/admin/d365/page-size", {"size": PAGE})
+        env = _env(sandbox, work / "home")
+        for contender, extra in SETTINGS.items():
+            sandbox.admin("d365", "/admin/d365/envelope", profile())  # an empty window, zeroed counters
+            result = run_child("bench.envelope", [contender, str(work / contender)], {**env, **extra},
+                               timeout_s=1800)
+            server = sandbox.admin("d365", "/admin/d365/envelope")["counters"]
+            allowed = profile()["execution_limit_s"] / profile()["window_s"] * result["seconds"]
+            result.update(server=server, rows_per_s=result["rows"] / result["seconds"],
+                          envelope_used=server["execution_s"] / allowed,
+                          throttled_share=server["throttled"] / max(server["requests"], 1))
+            raw[contender] = result
+            print(f"  envelope {contender}: {result['rows']:,} rows in {result['seconds']:.1f} s "
+                  f"({result['rows_per_s']:,.0f}/s, {result['rows_per_s'] / ceiling:.0%} of the envelope), "
+                  f"{server['throttled']} of {server['requests']} requests throttled, peak "
+                  f"{server['peak_concurrency']} at once, RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+    ours, one = raw["ours"], raw["ours_one"]
+    share = ours["rows_per_s"] / ceiling
+    vs_one = ours["rows_per_s"] / one["rows_per_s"]
+    figures = [Figure("envelope", f"envelope rows/s (4 execution-s/s, {PAGE:,}-row pages)", ceiling, "rows/s"),
+               Figure("envelope", f"ours share of the envelope's rows/s ({ours['rows']:,} rows)", share * 100, "%",
+                      "≥ 80", share >= 0.8),
+               Figure("envelope", "ours requests throttled", ours["throttled_share"] * 100, "%", "≤ 2",
+                      ours["throttled_share"] <= 0.02),
+               Figure("envelope", "ours / ours as one stream rows/s", vs_one, "x", "≥ 3", vs_one >= 3)]
+    labels = {"ours": "ours adaptive (cap 4)", "ours_one": "ours one stream", "ours_cap16": "ours adaptive, cap 16",
+              "dlt": f"dlt parallelized, read only ({raw['dlt']['rows']:,} rows)"}
+    for contender, label in labels.items():
+        r = raw[contender]
+        figures += [Figure("envelope", f"{label} rows/s", r["rows_per_s"], "rows/s",
+                           detail={"share_of_envelope": r["rows_per_s"] / ceiling}),
+                    Figure("envelope", f"{label}: envelope used", r["envelope_used"] * 100, "%"),
+                    Figure("envelope", f"{label}: requests throttled", r["throttled_share"] * 100, "%",
+                           detail={"throttled": r["server"]["throttled"], "requests": r["server"]["requests"]}),
+                    Figure("envelope", f"{label}: peak RSS", r["peak_rss_mb"], "MB")]
+    return figures, raw
+
+
+SECTIONS = {"extract": bench_extract, "push": bench_push, "nochange": bench_nochange, "diff": bench_diff,
+            "envelope": bench_envelope}
 
 
 def render(figures: list[Figure]) -> str:
     lines = [f"{'section':<10} {'figure':<62} {'value':>12}  {'target':<22} verdict", "-" * 118]
     for f in figures:
-        value = f"{f.value:,.2f}" if f.unit in ("x", "s") else f"{f.value:,.0f}"
+        value = f"{f.value:,.2f}" if f.unit in ("x", "s") else f"{f.value:,.1f}" if f.unit == "%" else f"{f.value:,.0f}"
         lines.append(f"{f.section:<10} {f.name:<62} {value:>9} {f.unit:<6} {f.target:<18} {f.verdict()}")
     return "\n".join(lines)
 

@@ -162,6 +162,8 @@ class ConnectorSettings(BaseSettings):
     d365_client_id: str | None = None
     d365_client_secret: SecretStr | None = None
     legal_entities: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Most F&O reads one client has in flight; adaptive below it (DESIGN.md §3, §10).
+    d365_max_concurrency: int = Field(default=4, ge=1)
     snow_url: str | None = None
     snow_auth: Literal["auto", "oauth", "basic"] = "auto"
     snow_client_id: str | None = None

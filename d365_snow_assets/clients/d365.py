@@ -11,8 +11,10 @@ import ssl
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +30,8 @@ from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from ..paths import write_private
 from ..redaction import get_logger, register_secrets
 from ..settings import ConnectorSettings
-from . import odata
+from . import key_ranges, odata, paging
+from .concurrency import AdaptiveConcurrency, LatencySample
 from .errors import (
     ApiError,
     AuthError,
@@ -426,29 +429,6 @@ def parse_batch_response(content: bytes, content_type: str) -> list[list[BatchPa
 # ---------------------------------------------------------------------------------------------------------------
 # Page bodies
 
-_NEXT_LINK_KEY = b'"@odata.nextLink"'
-
-
-def _next_link(content: bytes) -> str | None:
-    """The page's ``@odata.nextLink``.
-
-    F&O writes it after the ``value`` array, so only the tail after the last occurrence of the key is decoded
-    instead of the whole page. Inside a JSON string the key's quotes would be escaped, so the only false match is
-    a value that is exactly the key's text; its tail does not parse, and that falls back to a full parse.
-    """
-    at = content.rfind(_NEXT_LINK_KEY)
-    if at < 0:
-        return None  # the caller parses the whole body anyway, and reports a body that is not JSON
-    try:
-        tail = orjson.loads(b"{" + content[at:])
-    except orjson.JSONDecodeError:
-        tail = D365Client._json(content)
-    if not isinstance(tail, dict):  # pragma: no cover - orjson only yields a dict for an object
-        return None
-    link = tail.get("@odata.nextLink")
-    return str(link) if link else None
-
-
 def page_frame(content: bytes, entity_set: str) -> pl.DataFrame:
     """The ``value`` rows of one page body as a frame (``@odata.*`` annotation columns dropped; an empty page is an
     empty frame).
@@ -489,6 +469,12 @@ class D365Client:
         self.transport = transport or Transport("F&O", ca_bundle=settings.ca_bundle, policy=policy, sleep=sleep,
                                                 clock=clock, final_error=is_write_failure,
                                                 transient_success=cut_off_read, headers=ODATA_HEADERS)
+        # Every page, count and probe of a read passes this gate (DESIGN §10); writes and key lookups do not. The
+        # transport's own per-host ceiling bounds it: a wider gate would only queue in the transport.
+        self.reads = AdaptiveConcurrency(min(settings.d365_max_concurrency,
+                                             self.transport.policy.max_concurrency_per_host))
+        self._bulk_reads = 0  # iter_bodies reads in progress: they share the gate
+        self._bulk_lock = threading.Lock()
 
     def close(self) -> None:
         self.transport.close()
@@ -528,14 +514,7 @@ class D365Client:
 
     @staticmethod
     def _json(response: httpx.Response | bytes) -> dict[str, Any]:
-        try:
-            data = orjson.loads(response if isinstance(response, bytes) else response.content)
-        except orjson.JSONDecodeError:
-            raise TransientError("F&O answered with a body that is not JSON; the answer was cut off.",
-                                 system=SYSTEM) from None
-        if not isinstance(data, dict):
-            raise TransientError("F&O answered with an unexpected JSON shape.", system=SYSTEM)
-        return data
+        return paging.json_object(response if isinstance(response, bytes) else response.content)
 
     def token(self) -> str:
         """A valid access token (acquired through msal; cached until 5 minutes before expiry)."""
@@ -565,12 +544,58 @@ class D365Client:
             yield rows
 
     def iter_bodies(self, entity_set: str, *, legal_entity: str | None = None, select: Sequence[str] | None = None,
-                    odata_filter: str | odata.Filter | None = None) -> Iterator[bytes]:
+                    odata_filter: str | odata.Filter | None = None, keys: Sequence[str] = ()) -> Iterator[bytes]:
         """The raw bodies of the pages of a query, for bulk extracts: an extract can tell from them, before parsing
         anything, that F&O answered exactly as last time, and :func:`page_frame` turns one into a frame.
-        Same paging as :meth:`iter_pages`; one body is held at a time."""
-        yield from self._iter_bodies(entity_set, self._query(entity_set, legal_entity, select, odata_filter,
-                                                             None, None))
+
+        With the entity's ``keys`` a big read is split into key ranges read at once (:mod:`.paging`, DESIGN §10):
+        a ``$count`` first decides, and a read under ``key_ranges.PARALLEL_MIN_ROWS`` rows stays one nextLink
+        stream as :meth:`iter_pages` reads it. So does a read that would get no stream of its own: the gate's width
+        (D365SNOW_D365_MAX_CONCURRENCY) is shared by this client's reads, and while as many reads are in progress as
+        it allows, splitting one only adds requests. Either way the bodies of an unchanged F&O come out the same
+        and in the same order, and memory stays bounded."""
+        params = self._query(entity_set, legal_entity, select, odata_filter, None, None)
+        # Within one legal entity dataAreaId is the same on every row: it cannot split anything.
+        split_keys = [odata.check_identifier(k) for k in keys if not (legal_entity and k == "dataAreaId")]
+        # The read counts as in progress from now, not from its first page: reads started together (one per legal
+        # entity) must all be counted when the first of them decides.
+        with self._bulk_lock:
+            self._bulk_reads += 1
+        done = threading.Event()
+        bodies = self._bulk_bodies(entity_set, legal_entity, params, split_keys, done)
+        weakref.finalize(bodies, self._bulk_read_done, done)  # a read dropped before its first page leaves too
+        return bodies
+
+    def _bulk_read_done(self, done: threading.Event) -> None:
+        with self._bulk_lock:
+            if not done.is_set():
+                done.set()
+                self._bulk_reads -= 1
+
+    def _bulk_bodies(self, entity_set: str, legal_entity: str | None, params: Mapping[str, str],
+                     split_keys: Sequence[str], done: threading.Event) -> Iterator[bytes]:
+        try:
+            streams = self.reads.cap - (self._bulk_reads - 1)
+            if split_keys and streams > 1:
+                total = self._count(entity_set, params)
+                streams = self.reads.cap - (self._bulk_reads - 1)  # other reads may have started meanwhile
+                if total >= key_ranges.PARALLEL_MIN_ROWS and streams > 1:
+                    yield from self._iter_ranges(entity_set, legal_entity, params, split_keys, total, streams)
+                    return
+            yield from self._iter_bodies(entity_set, params)
+        finally:
+            self._bulk_read_done(done)
+
+    def _iter_ranges(self, entity_set: str, legal_entity: str | None, params: Mapping[str, str],
+                     keys: Sequence[str], total: int, streams: int) -> Iterator[bytes]:
+        read = paging.RangeRead(self._read_page, partial(self._count, entity_set), entity_set, params, keys, total,
+                                streams)
+        yield from read
+        log.info("%s%s: %s rows in %s key ranges, %s streams, %s read again", entity_set,
+                 f" ({legal_entity})" if legal_entity else "", f"{read.stats.rows:,}", read.stats.ranges, streams,
+                 read.stats.reread,
+                 extra={"read": {"entity": entity_set, "rows": read.stats.rows, "ranges": read.stats.ranges,
+                                 "streams": streams, "reread": read.stats.reread}})
 
     def _query(self, entity_set: str, legal_entity: str | None, select: Sequence[str] | None,
                odata_filter: str | odata.Filter | None, orderby: Sequence[str] | None,
@@ -600,12 +625,39 @@ class D365Client:
         """Raw response bodies of a paged read, following ``@odata.nextLink`` until it is absent."""
         url: str | None = entity_set
         query: Mapping[str, str] | None = params
-        what = f"the read of {entity_set}"
         while url is not None:
-            content = self._send("GET", url, what, params=query, ok=(200,)).content
-            next_link = _next_link(content)
+            content = self._read_page(entity_set, url, query, page=True)
+            next_link = paging.next_link(content)
             yield content
             url, query = (next_link, None) if next_link else (None, None)
+
+    def _read_page(self, entity_set: str, url: str, query: Mapping[str, str] | None, *, page: bool) -> bytes:
+        """One GET of a read of ``entity_set`` through the adaptive gate (:mod:`.concurrency`). Only a ``page`` of
+        rows reports its latency: a count's or a one-row probe's says nothing about how fast pages are served."""
+        what = f"the read of {entity_set}"
+        with self.reads.slot() as ticket:
+            throttles = self.transport.stats.throttled
+            started = time.monotonic()
+            try:
+                content = self._send("GET", url, what, params=query, ok=(200,)).content
+            except BaseException:
+                self.reads.observe(ticket, throttles=self.transport.stats.throttled, succeeded=False)
+                raise
+            seconds = time.monotonic() - started
+            after = self.transport.stats.throttled
+            # A page that waited out a Retry-After says nothing about how fast F&O serves pages.
+            sample = LatencySample(entity_set, len(content), seconds) if page and after == throttles else None
+            self.reads.observe(ticket, throttles=after, sample=sample)
+        return content
+
+    def _count(self, entity_set: str, params: Mapping[str, str]) -> int:
+        """``/$count`` of a query (its ``$filter``, cross-company): a plain-text number (reference §2)."""
+        query = {k: v for k, v in params.items() if k in ("cross-company", "$filter")}
+        text = self._read_page(entity_set, f"{entity_set}/$count", query, page=False).strip()
+        if not text.isdigit():
+            raise TransientError(f"F&O answered the count of {entity_set} with something that is not a number.",
+                                 system=SYSTEM)
+        return int(text)
 
     def iter_rows(self, entity_set: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         for page in self.iter_pages(entity_set, **kwargs):

@@ -28,7 +28,10 @@ def test_bench_runs_every_section_at_tiny_scale(tmp_path):
                      ("extract", "sandbox ceiling rows/s"), ("push", "ours / record-at-a-time"),
                      ("push", "ours share of rule ceiling"), ("no-change", "ServiceNow writes"),
                      ("no-change", "CPU per 10k unchanged rows, marginal"), ("no-change", "fixed CPU per Dagster run"),
-                     ("diff", "diff of 5,000 rows, one core")]:
+                     ("diff", "diff of 5,000 rows, one core"),
+                     ("envelope", "envelope rows/s"), ("envelope", "ours share of the envelope's rows/s"),
+                     ("envelope", "ours requests throttled"), ("envelope", "ours / ours as one stream rows/s"),
+                     ("envelope", "dlt parallelized, read only"), ("envelope", "ours one stream rows/s")]:
         assert expected in names, expected
     for figure in report["figures"]:
         # The marginal CPU is a difference of two CPU times; at this scale the rows it spans cost less than the
@@ -47,3 +50,10 @@ def test_bench_runs_every_section_at_tiny_scale(tmp_path):
     assert small["runs"] == large["runs"] and large["rows"] > small["rows"]
     assert small["ok"] and large["ok"]
     assert len(small["cpu_s_each"]) == 1 and small["cpu_s"] == min(small["cpu_s_each"])
+    # Every envelope contender read the whole legal entity, each from an empty window of the server-cost model.
+    envelope = report["raw"]["envelope"]
+    for contender in ("ours", "ours_one", "ours_cap16", "dlt"):
+        assert envelope[contender]["rows"] == envelope["rows"], contender
+        assert envelope[contender]["server"]["rows_served"] >= envelope["rows"], contender
+    assert envelope["ours_one"]["server"]["peak_concurrency"] == 1
+    assert envelope["ours"]["server"]["peak_concurrency"] > 1  # key ranges, read at once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from d365_snow_assets.sandbox.d365.envelope import EnvelopeProfile
 from d365_snow_assets.sandbox.faults import FaultProfile
 
 ENUM = "Microsoft.Dynamics.DataEntities"
@@ -163,13 +164,14 @@ def test_429_with_retry_after(d365_client, sandbox_server):
 
 
 def test_concurrency_limit(d365_client, sandbox_server):
-    state = sandbox_server.world.d365
-    state.concurrency_limit = 0
+    envelope = sandbox_server.world.d365.envelope
+    envelope.set(EnvelopeProfile(enabled=True, concurrent_limit=0, request_ms=0, row_ms=0))
     try:
         resp = d365_client.get("/data/VendorsV2")
     finally:
-        state.concurrency_limit = None
-    assert resp.status_code == 429 and "concurrent requests" in resp.json()["error"]["message"]
+        envelope.set(EnvelopeProfile())
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+    assert resp.json()["error"]["message"] == "Number of concurrent requests exceeded the limit of 0."
 
 
 def test_python_odata_client_reads(sandbox_server, d365_bearer):
@@ -188,3 +190,28 @@ def test_python_odata_client_reads(sandbox_server, d365_bearer):
     # The client writes F&O's enum literal syntax itself (Microsoft.Dynamics.DataEntities.CustVendorBlocked'All').
     held = service.query(vendor).filter(vendor.OnHoldStatus == vendor.OnHoldStatus.enum_class["All"]).all()
     assert held and all(r.OnHoldStatus.name == "All" for r in held)
+
+
+def test_a_row_deep_in_the_key_order_follows_writes(d365_client, sandbox_server):
+    """``$top=1&$skip=k`` over the key order (how the connector samples key-range boundaries) answers from a kept
+    order of the query; a write must show at once, as it does in F&O."""
+    params = {"cross-company": "true", "$select": "dataAreaId,PurchaseOrderNumber,LineNumber",
+              "$orderby": "dataAreaId,PurchaseOrderNumber,LineNumber", "$top": "2"}
+
+    def at(skip: int) -> list[tuple[str, int]]:
+        body = d365_client.get("/data/PurchaseOrderLinesV2", params={**params, "$skip": str(skip)}).json()
+        return [(r["PurchaseOrderNumber"], r["LineNumber"]) for r in body["value"]]
+
+    state = sandbox_server.world.d365
+    ordered = [(r["PurchaseOrderNumber"], r["LineNumber"]) for r in state.read(
+        "SELECT * FROM PurchaseOrderLinesV2 ORDER BY lower(dataAreaId), lower(PurchaseOrderNumber), LineNumber")]
+    assert at(100) == ordered[100:102] and at(300) == ordered[300:302]
+    first = state.read("SELECT dataAreaId, PurchaseOrderNumber FROM PurchaseOrderLinesV2 "
+                       "ORDER BY lower(dataAreaId), lower(PurchaseOrderNumber) LIMIT 1")[0]
+    key = {"dataAreaId": first["dataAreaId"], "PurchaseOrderNumber": first["PurchaseOrderNumber"], "LineNumber": 0}
+    state.admin_insert("PurchaseOrderLinesV2", {**key, "ItemNumber": "NEW"})  # sorts before everything
+    try:
+        assert at(100) == ordered[99:101]
+    finally:
+        state.admin_delete("PurchaseOrderLinesV2", key)
+    assert at(100) == ordered[100:102]

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .envelope import EnvelopeProfile
 from .filters import ODataError
 from .schema import ENTITY_SETS
 from .state import D365State
@@ -61,6 +62,12 @@ def admin_routes(state: D365State) -> list[Route]:
         state.admin_delete(entity, p["key"])
         return {"ok": True}
 
+    def envelope(p: dict[str, Any], request: Request) -> Any:
+        """The server-cost model and user-based limits (envelope.py): POST sets a profile and zeroes the counters."""
+        if request.method == "POST":
+            state.envelope.set(EnvelopeProfile.model_validate(p))
+        return state.envelope.snapshot()
+
     def reset(_: dict[str, Any], __: Request) -> Any:
         state.reset()
         return {"ok": True}
@@ -88,8 +95,7 @@ def admin_routes(state: D365State) -> list[Route]:
          ["POST"]),
         ("reads/withhold", lambda p, _: state.withhold_reads(p["entity"], int(p.get("visible_percent", 0)),
                                                              p.get("dataAreaId")) or {"ok": True}, ["POST"]),
-        ("concurrency-limit", lambda p, _: setattr(state, "concurrency_limit", p.get("limit")) or
-         {"limit": state.concurrency_limit}, ["POST"]),
+        ("envelope", envelope, ["GET", "POST"]),
         ("state/{entity}", rows, ["GET"]),
         ("rows/{entity}", rows, ["POST", "PATCH", "DELETE"]),
         ("reset", reset, ["POST"]),

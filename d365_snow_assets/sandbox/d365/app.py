@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import threading
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import orjson
@@ -33,7 +33,15 @@ from .state import D365State
 JSON_TYPE = "application/json; odata.metadata=minimal"
 ODATA_HEADERS = {"OData-Version": "4.0"}
 _KEY_SEGMENT = re.compile(r"^([A-Za-z]\w*)\((.*)\)$", re.DOTALL)
-CONCURRENCY_MESSAGE = "Number of concurrent requests exceeded the limit of {limit}."  # reference §5
+
+
+class Answer(NamedTuple):
+    """One OData response, and the entity rows it served or wrote (what the server-cost model charges)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    rows: int = 0
 
 
 class Handled(Exception):
@@ -55,20 +63,18 @@ class D365Service:
     def __init__(self, world: Any) -> None:
         self.world = world
         self.state: D365State = world.d365
-        self._inflight = 0
-        self._inflight_lock = threading.Lock()
 
     # -- one OData request ----------------------------------------------------------------------------------
     def handle(self, method: str, path: str, raw_query: str, headers: dict[str, str], body: bytes, base: str,
-               conn: Any = None) -> tuple[int, dict[str, str], bytes]:
+               conn: Any = None) -> Answer:
         """``path`` is below ``/data/``. ``conn`` is the open changeset transaction, if any."""
         try:
             return self._handle(method, path, raw_query, headers, body, base, conn)
         except ODataError as err:
-            return err.status, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, error_body(err)
+            return Answer(err.status, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, error_body(err))
 
     def _handle(self, method: str, path: str, raw_query: str, headers: dict[str, str], body: bytes, base: str,
-                conn: Any) -> tuple[int, dict[str, str], bytes]:
+                conn: Any) -> Answer:
         query = parse_qsl(raw_query, keep_blank_values=True)
         options = dict(query)
         cross = options.get("cross-company", "").lower() == "true"
@@ -84,7 +90,8 @@ class D365Service:
                 qp = self.state.visible(es, plan(es, {k: v for k, v in options.items()
                                                       if k not in ("$top", "$skip", "$orderby")},
                                                  self.state.config.d365_default_company))
-                return 200, {"Content-Type": "text/plain", **ODATA_HEADERS}, str(self.state.count(es, qp)).encode()
+                return Answer(200, {"Content-Type": "text/plain", **ODATA_HEADERS},
+                              str(self.state.count(es, qp)).encode())
             if len(segments) > 1:
                 raise not_found(segments[1])
             if method == "GET":
@@ -100,17 +107,17 @@ class D365Service:
             if options.get("$select"):
                 props = plan(es, {"$select": options["$select"]}, "").props
             text = self.state.get_json(es, key, cross, props, head)
-            return 200, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, self._entity_body(es, text, base)
+            return Answer(200, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, self._entity_body(es, text, base), 1)
         if method in ("PATCH", "PUT", "MERGE"):
             changes = _json_body(body)
             with _tx(self.state, conn) as c:
                 self.state.update(c, es, key, changes, cross_company=cross, if_match=headers.get("if-match"),
                                   segment=head, in_batch=conn is not None)
-            return 204, dict(ODATA_HEADERS), b""
+            return Answer(204, dict(ODATA_HEADERS), b"", 1)
         if method == "DELETE":
             with _tx(self.state, conn) as c:
                 self.state.delete(c, es, key, cross_company=cross, if_match=headers.get("if-match"), segment=head)
-            return 204, dict(ODATA_HEADERS), b""
+            return Answer(204, dict(ODATA_HEADERS), b"", 1)
         raise ODataError(405, f"The HTTP method '{method}' is not allowed on an entity.")
 
     def _entity_body(self, es: EntitySet, text: str, base: str) -> bytes:
@@ -118,7 +125,7 @@ class D365Service:
         return ('{"@odata.context":' + ctx + "," + text[1:]).encode()
 
     def _post(self, es: EntitySet, body: bytes, base: str, headers: dict[str, str],
-              conn: Any) -> tuple[int, dict[str, str], bytes]:
+              conn: Any) -> Answer:
         row = _json_body(body)
         with _tx(self.state, conn) as c:
             key = self.state.insert(c, es, row, in_batch=conn is not None)
@@ -130,10 +137,10 @@ class D365Service:
         location = f"{base}/data/{es.name}({key_text(es, key)})"
         out_headers = {"Content-Type": JSON_TYPE, "Location": location, "OData-EntityId": location, **ODATA_HEADERS}
         if "return=minimal" in headers.get("prefer", ""):
-            return 204, out_headers, b""
-        return 201, out_headers, self._entity_body(es, text, base)
+            return Answer(204, out_headers, b"", 1)
+        return Answer(201, out_headers, self._entity_body(es, text, base), 1)
 
-    def _collection(self, es: EntitySet, query: list[tuple[str, str]], base: str) -> tuple[int, dict[str, str], bytes]:
+    def _collection(self, es: EntitySet, query: list[tuple[str, str]], base: str) -> Answer:
         options = dict(query)
         qp = self.state.visible(es, plan(es, options, self.state.config.d365_default_company))
         page_size = self.state.page_size
@@ -151,7 +158,7 @@ class D365Service:
                                                                            None if qp.top is None else
                                                                            qp.top - len(rows)))]
         parts.append(b"}")
-        return 200, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, b"".join(parts)
+        return Answer(200, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, b"".join(parts), len(rows))
 
     def _next_link(self, es: EntitySet, query: list[tuple[str, str]], base: str, skip: int,
                    top: int | None) -> str:
@@ -164,16 +171,17 @@ class D365Service:
         return f"{base}/data/{es.name}?{qs}"
 
     # -- $batch -------------------------------------------------------------------------------------------------
-    def batch(self, body: bytes, content_type: str, base: str) -> tuple[int, dict[str, str], bytes]:
+    def batch(self, body: bytes, content_type: str, base: str) -> Answer:
         try:
             items = parse_batch(body, content_type)
         except (BatchFormatError, UnicodeDecodeError) as exc:
             err = ODataError(400, str(exc))
-            return 400, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, error_body(err)
+            return Answer(400, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, error_body(err))
         for item in items:
             if isinstance(item, Changeset) and len(item.requests) > MAX_CHANGESET_OPS:
                 # [INF] the whole batch fails while being read, as ODataLib throws in its reader.
-                return 400, {"Content-Type": JSON_TYPE, **ODATA_HEADERS}, error_body(ODataError(400, TOO_MANY_OPS))
+                return Answer(400, {"Content-Type": JSON_TYPE, **ODATA_HEADERS},
+                              error_body(ODataError(400, TOO_MANY_OPS)))
         results: list[BatchResponse | list[BatchResponse]] = []
         for item in items:
             if isinstance(item, Changeset):
@@ -181,7 +189,9 @@ class D365Service:
             else:
                 results.append(self._one(item, base, None, {}))
         out, ctype = render_batch(results)
-        return 200, {"Content-Type": ctype, **ODATA_HEADERS}, out
+        # Each operation is charged as one row [INF]: batching saves requests, not execution time (reference §5).
+        operations = sum(len(item.requests) if isinstance(item, Changeset) else 1 for item in items)
+        return Answer(200, {"Content-Type": ctype, **ODATA_HEADERS}, out, operations)
 
     def _one(self, req: BatchRequest, base: str, conn: Any, ids: dict[str, str]) -> BatchResponse:
         url = req.url
@@ -195,7 +205,7 @@ class D365Service:
             if path.startswith(prefix):
                 path = path[len(prefix):]
                 break
-        status, headers, body = self.handle(req.method, path, parts.query, req.headers, req.body, base, conn)
+        status, headers, body, _ = self.handle(req.method, path, parts.query, req.headers, req.body, base, conn)
         if "Content-Type" in headers and "json" in headers["Content-Type"]:
             headers = {**headers, "Content-Type": JSON_TYPE + "; charset=utf-8"}
         if req.content_id and "Location" in headers:
@@ -228,21 +238,15 @@ class D365Service:
         origin = str(request.base_url).rstrip("/")
         return self.world.tokens.validate(auth[7:].strip(), issuer="entra", audience=origin) is not None
 
-    def enter(self) -> bool:
-        with self._inflight_lock:
-            limit = self.state.concurrency_limit
-            if limit is not None and self._inflight >= limit:
-                return False
-            self._inflight += 1
-            return True
-
-    def leave(self) -> None:
-        with self._inflight_lock:
-            self._inflight -= 1
 
 
 class _Rollback(Exception):
     pass
+
+
+class _Served(NamedTuple):
+    response: Response
+    rows: int = 0
 
 
 class _tx:
@@ -301,33 +305,49 @@ def build_d365_app(world: Any) -> Starlette:
     async def odata(request: Request) -> Response:
         if not service.authorised(request):
             return _unauthorised()
-        if not service.enter():
-            limit = state.concurrency_limit
-            return Response(orjson.dumps({"error": {"code": "", "message": CONCURRENCY_MESSAGE.format(limit=limit)}}),
-                            status_code=429, media_type="application/json", headers={"Retry-After": "1"})
+        envelope = state.envelope
+        if not envelope.enabled:
+            return (await _answer(request)).response
+        rejection = envelope.admit()
+        if rejection is not None:
+            # reference §5: 429 with the limit's message and Retry-After; the body shape is an inference (§5).
+            return Response(orjson.dumps({"error": {"code": "", "message": rejection.message}}), status_code=429,
+                            media_type="application/json",
+                            headers={"Retry-After": str(rejection.retry_after_s), **ODATA_HEADERS})
+        started = envelope.clock()
+        rows = 0
         try:
-            path = request.url.path
-            rest = path[len("/data"):].lstrip("/")
-            body = await request.body()
-            base = _base(request)
-            if rest == "":
-                return Response(orjson.dumps(service_document(base)), media_type=JSON_TYPE, headers=ODATA_HEADERS)
-            if rest == "$metadata":
-                return Response(edmx(), media_type="application/xml", headers=ODATA_HEADERS)
-            if rest == "$batch":
-                if request.method != "POST":
-                    return Response(status_code=405)
-                status, headers, out = await run_in_threadpool(
-                    service.batch, body, request.headers.get("content-type", ""), base)
-            else:
-                headers_in = {k.lower(): v for k, v in request.headers.items()}
-                status, headers, out = await run_in_threadpool(
-                    service.handle, request.method, rest, request.url.query, headers_in, body, base)
-                if request.method == "GET" and status == 200 and "(" not in rest and state.take_cut_off():
-                    out = out[: len(out) // 2]
-            return Response(out, status_code=status, headers=headers)
+            served = await _answer(request)
+            rows = served.rows
+            # The server's work takes the model's time at least; waiting out the rest holds no thread.
+            remaining = started + envelope.server_time_s(rows) - envelope.clock()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+            return served.response
         finally:
-            service.leave()
+            envelope.finish(started, rows)
+
+    async def _answer(request: Request) -> _Served:
+        path = request.url.path
+        rest = path[len("/data"):].lstrip("/")
+        body = await request.body()
+        base = _base(request)
+        if rest == "":
+            return _Served(Response(orjson.dumps(service_document(base)), media_type=JSON_TYPE,
+                                    headers=ODATA_HEADERS))
+        if rest == "$metadata":
+            return _Served(Response(edmx(), media_type="application/xml", headers=ODATA_HEADERS))
+        if rest == "$batch":
+            if request.method != "POST":
+                return _Served(Response(status_code=405))
+            answer = await run_in_threadpool(service.batch, body, request.headers.get("content-type", ""), base)
+        else:
+            headers_in = {k.lower(): v for k, v in request.headers.items()}
+            answer = await run_in_threadpool(service.handle, request.method, rest, request.url.query, headers_in,
+                                             body, base)
+            if request.method == "GET" and answer.status == 200 and "(" not in rest and state.take_cut_off():
+                answer = answer._replace(body=answer.body[: len(answer.body) // 2])
+        return _Served(Response(answer.body, status_code=answer.status, headers=answer.headers), answer.rows)
 
     from .admin import admin_routes
 
