@@ -42,6 +42,18 @@ def test_the_documented_instance_fits(connector: Connector) -> None:
     assert fields["Legal name"]["element"] == "legal_name" and fields["Legal name"]["sent_as"] == "Legal name"
 
 
+def test_the_variant_instance_fits_once_discovery_has_read_it(variant_connector: Connector) -> None:
+    """Other columns, column-name mode on some tables and a cost-center map coalescing on Account number: all
+    read from the instance, so nothing blocks (the same business end state is test_sync_cycle's)."""
+    code, report = fit(variant_connector)
+    assert code == 0 and report["ok"] and report["blocking"] == 0
+    assert {c for c, _ in codes(report)} <= {"mandatory_unfilled"}
+    tables = {t["table"]: t for t in report["servicenow"]["tables"]}
+    assert {name for name, t in tables.items() if t["key_mode"] == "column_name"} >= {SUPPLIER_STAGE}
+    equivalent = [f for f in findings(report, "sn_fcms_intg_imp_cost_center") if f["code"] == "coalesce_equivalent"]
+    assert len(equivalent) == 1 and equivalent[0]["severity"] == "info"
+
+
 def test_a_missing_key_column_blocks_and_sync_refuses_before_writing(connector: Connector) -> None:
     snow = connector.server.world.snow
     snow.remove_column(SUPPLIER_STAGE, snow.el(SUPPLIER_STAGE, "ERP company code"))
