@@ -7,6 +7,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def contender_main(contenders: Mapping[str, Callable[[Path], dict[str, Any]]]) -> None:
+    """A contender child's entry point: ``argv`` names the contender and its work directory; one JSON line out,
+    with the contender's CPU seconds, peak RSS and threads."""
+    contender, workdir = sys.argv[1], Path(sys.argv[2])
+    workdir.mkdir(parents=True, exist_ok=True)
+    cpu = time.process_time()
+    out = contenders[contender](workdir)
+    out.update(cpu_s=time.process_time() - cpu, peak_rss_mb=peak_rss_mb(), threads=threading.active_count())
+    print(json.dumps(out))
 
 
 def run_child(module: str, args: list[str], env: dict[str, str], timeout_s: float = 600) -> dict[str, Any]:

@@ -21,14 +21,12 @@ sandbox process, one after another:
 
 from __future__ import annotations
 
-import json
 import math
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import contender_main
 from bench.extract import ENTITY, _settings, dlt_po_lines
 
 LEGAL_ENTITY = "usmf"
@@ -99,16 +97,5 @@ SETTINGS = {"ours": {}, "ours_one": {"D365SNOW_D365_MAX_CONCURRENCY": "1"},
             "ours_cap16": {"D365SNOW_D365_MAX_CONCURRENCY": "16"}, "dlt": {}}
 
 
-def main() -> None:
-    contender, workdir = sys.argv[1], Path(sys.argv[2])
-    workdir.mkdir(parents=True, exist_ok=True)
-    from bench.common import peak_rss_mb
-
-    cpu = time.process_time()
-    out = CONTENDERS[contender](workdir)
-    out.update(cpu_s=time.process_time() - cpu, peak_rss_mb=peak_rss_mb(), threads=threading.active_count())
-    print(json.dumps(out))
-
-
 if __name__ == "__main__":
-    main()
+    contender_main(CONTENDERS)

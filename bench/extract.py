@@ -7,16 +7,15 @@ connector would with a co-located F&O.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import ssl
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from bench.common import contender_main
 
 ENTITY = "PurchaseOrderLinesV2"
 PARALLEL = os.environ.get("BENCH_DLT_PARALLEL", "1") == "1"
@@ -152,16 +151,5 @@ def dlt_pipeline(workdir: Path) -> dict[str, Any]:
 CONTENDERS = {"ours": ours, "dlt": dlt_pipeline, "ceiling": ceiling}
 
 
-def main() -> None:
-    contender, workdir = sys.argv[1], Path(sys.argv[2])
-    workdir.mkdir(parents=True, exist_ok=True)
-    from bench.common import peak_rss_mb
-
-    cpu = time.process_time()
-    out = CONTENDERS[contender](workdir)
-    out.update(cpu_s=time.process_time() - cpu, peak_rss_mb=peak_rss_mb(), threads=threading.active_count())
-    print(json.dumps(out))
-
-
 if __name__ == "__main__":
-    main()
+    contender_main(CONTENDERS)
