@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from ..sync.replay import ReplayScope, ReplaySummary, replay_to_servicenow
+from ..sync.targets import mapping_context
 from .resources import ServiceNowResource, WarehouseResource
 from .snow_sync.metadata import preview_table
 
@@ -38,7 +39,7 @@ def replay_failed_records(context: dg.OpExecutionContext, config: ReplayConfig, 
     wh = warehouse.open()
     failed = wh.failed_records(run_id=config.run_id, business_key=config.business_key, since=_since(config.since))
     settings = warehouse.settings
-    scope = ReplayScope(settings.erp_source, settings.legal_entities, snow.mappings(wh), snow.instance_schema(wh))
+    scope = ReplayScope(mapping_context(settings), snow.mappings(wh), snow.instance_schema(wh))
     summary = replay_to_servicenow(failed, snow.client(), wh, scope, context.run.run_id, dry_run=config.dry_run)
     decided = ", ".join(f"{a} {summary.count(a)}" for a in ("resend", "rederive", "skip"))
     context.log.info(f"{'dry run: ' if config.dry_run else ''}{failed.height} failed record(s): {decided}; "

@@ -18,7 +18,7 @@ What is sent goes through :func:`~d365_snow_assets.sync.push.push_plan`, the one
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,8 +43,10 @@ Action = Literal["resend", "rederive", "skip"]
 class ReplayScope:
     """What a replay needs of the configuration to plan the way a sync does."""
 
-    erp_source: str
-    legal_entities: Sequence[str]
+    # The sync's own mapping context: the configured companies decide which company's row speaks for a record
+    # shared by several (a supplier) and which rows are in scope, so a replay planned without them would send
+    # another state than the sync does.
+    context: MappingContext
     mappings: Mapping[str, TargetMapping]  # by staging table, with the customer's overrides
     schema: InstanceSchema  # the instance's fields: a replayed row is encoded and checked as a sync's would be
 
@@ -101,16 +103,16 @@ def replay_to_servicenow(failed: pl.DataFrame, client: ImportClient, warehouse: 
 def _current_plan(staging: str, partition: str | None, warehouse: Warehouse,
                   scope: ReplayScope) -> SyncPlan | str:
     """What a sync would push now to ``staging`` for ``partition``, or why nothing."""
-    if partition is not None and partition.lower() not in {le.lower() for le in scope.legal_entities}:
+    ctx = scope.context
+    if partition is not None and partition.lower() not in ctx.legal_entities:
         return f"legal entity {partition.upper()} is no longer configured: out of scope, not sent"
-    ctx = MappingContext(erp_source=scope.erp_source)
     if staging == PAYMENT_MAPPING.staging_table and partition is not None:
         return plan_payments(warehouse, ctx, partition, scope.schema)
     target = next((t for t in TARGETS if t.staging_table == staging), None)
     if target is None:
         return f"{staging} is not a table the connector keeps current any more"
     return build_plan(target, warehouse, ctx, legal_entity=partition if target.per_company else None,
-                      configured_legal_entities=scope.legal_entities, mapping=target.mapping(dict(scope.mappings)),
+                      configured_legal_entities=ctx.legal_entities, mapping=target.mapping(dict(scope.mappings)),
                       schema=scope.schema)
 
 
@@ -119,7 +121,7 @@ def _decide(plan: SyncPlan, failed: pl.DataFrame, warehouse: Warehouse, scope: R
                                             plan.diff.deletions.select(BUSINESS_KEY, ROW_HASH)]).iter_rows()}
     deleting = set(plan.diff.deletions.get_column(BUSINESS_KEY).to_list())
     held = dict(plan.held_back.select(BUSINESS_KEY, "_reason").iter_rows()) if plan.held_back.height else {}
-    blocked = bool(deleting) and review_deactivations(plan, warehouse, scope.erp_source).blocked
+    blocked = bool(deleting) and review_deactivations(plan, warehouse, scope.context.erp_source).blocked
     staging = plan.target.staging_table
     decisions = []
     for key, audited_hash in failed.select("business_key", "payload_hash").iter_rows():
