@@ -3,6 +3,7 @@ and DuckDB (DESIGN §8)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -16,7 +17,11 @@ from d365_snow_assets.clients.encoded_query import EncodedQuery
 from d365_snow_assets.clients.servicenow import ServiceNowClient
 from d365_snow_assets.settings import load_settings
 from d365_snow_assets.warehouse.diff import business_key
+from tests.chaos.endstate import expected_keys, snow_keys
 from tests.defs.conftest import Connector
+from tests.snow_view import SnowView
+
+SUPPLIER = "sn_fin_supplier"
 
 # Switches other tools honour; none of them may make the connector trust the sandbox's self-signed chain.
 NO_VERIFY_ENV = {
@@ -64,12 +69,16 @@ def test_injection_attempts_round_trip_literally_and_match_only_themselves(conne
     d365 = connector.server.world.d365
     added = [d365.add_vendor({"dataAreaId": "usmf", "VendorOrganizationName": name, "VendorGroupId": "10",
                               "CurrencyCode": "USD"})["VendorAccountNumber"] for name in INJECTIONS]
-    connector.sync()
-    suppliers = connector.snow("sn_fin_supplier", "erp_source=D365FO")
-    by_code = {s["supplier_code"]: s for s in suppliers}
-    assert [by_code[code]["name"] for code in added] == INJECTIONS
-    assert len(suppliers) == len(connector.fno('SELECT 1 FROM "VendorsV2"'))
+    assert connector.sync()["ok"]
+    view = SnowView(connector.server.world.snow)
+    suppliers = snow_keys(view, SUPPLIER)
+    by_code = {view.get(SUPPLIER, row, "ERP company code"): row for _key, row in suppliers}
+    assert [view.get(SUPPLIER, by_code[code], "Legal Name") for code in added] == INJECTIONS
+    # One supplier per vendor account across the configured companies, each once.
+    assert Counter(key for key, _row in suppliers) == expected_keys(connector)[SUPPLIER]
 
+    # The instance's own columns for the labels (what discovery reads from its dictionary).
+    code_column, name_column = (view.state.el(SUPPLIER, label) for label in ("ERP company code", "Legal Name"))
     settings = load_settings()
     with D365Client(settings) as fno, ServiceNowClient(settings) as snow:
         for code, name in zip(added, INJECTIONS, strict=True):
@@ -80,14 +89,14 @@ def test_injection_attempts_round_trip_literally_and_match_only_themselves(conne
                 rows = fno.read_all("VendorsV2", legal_entity="usmf",
                                     odata_filter=odata.eq("VendorOrganizationName", name))
                 assert [r["VendorAccountNumber"] for r in rows] == [code], name
-            hits = [r for page in snow.iter_static("sn_fin_supplier", EncodedQuery().eq("name", name),
-                                                   fields=["supplier_code", "name"]) for r in page]
-            assert [(h["supplier_code"], h["name"]) for h in hits] == [(code, name)], name
+            hits = [r for page in snow.iter_static(SUPPLIER, EncodedQuery().eq(name_column, name),
+                                                   fields=[code_column, name_column]) for r in page]
+            assert [(h[code_column], h[name_column]) for h in hits] == [(code, name)], name
     # The business key (and `trace`, which looks it up in DuckDB) keeps the name's record apart too.
-    key = business_key(["D365FO", "USMF", added[0]])
+    key = business_key(["D365FO", added[0]])
     trace = connector.cli("trace", key)
     assert trace.exit_code == 0 and added[0] in trace.stdout
-    sql_injection = connector.cli("trace", "D365FO|USMF|x' OR '1'='1")
+    sql_injection = connector.cli("trace", "D365FO|x' OR '1'='1")
     assert sql_injection.exit_code == 1 and "No audit rows" in sql_injection.stderr
 
 
