@@ -16,11 +16,15 @@ from d365_snow_assets.commands.runs import open_instance
 from d365_snow_assets.definitions import defs
 from d365_snow_assets.settings import load_settings
 from tests.chaos.endstate import verify_end_state
+from tests.snow_view import SnowView
 
 from .conftest import Connector
 from .invoices import OUTBOUND, clone, outcome, valid_bases
 
 TEN_KB = 10 * 1024
+SUPPLIER = "sn_fin_supplier"
+GL_ACCOUNT = "sn_fin_gl_account"
+COST_CENTER = "cmn_cost_center"
 
 
 def _no_writes(summary: dict) -> bool:
@@ -61,21 +65,34 @@ def test_hostile_keys_and_10_kb_values_from_fno_arrive_literally_and_stay_put(co
     # of record; the connector does not invent a name or a currency).
     d365.add_vendor({"dataAreaId": "usmf", "VendorAccountNumber": "V-BLANK", "VendorOrganizationName": None,
                      "VendorGroupId": "10", "CurrencyCode": None})
-    d365.update_cost_center(d365.read("SELECT DimensionValue FROM FinancialDimensionValues WHERE "
-                                      "FinancialDimension = 'CostCenter' LIMIT 1")[0]["DimensionValue"],
-                            {"Description": "Ops, \"EMEA\" ^ 'North' " + "é" * TEN_KB})
+    renamed = d365.read("SELECT DimensionValue FROM FinancialDimensionValues WHERE "
+                        "FinancialDimension = 'CostCenter' LIMIT 1")[0]["DimensionValue"]
+    description = "Ops, \"EMEA\" ^ 'North' " + "é" * TEN_KB
+    assert d365.update_cost_center(renamed, {"Description": description})
     assert connector.sync()["ok"]
-    suppliers = {s["supplier_code"]: s["name"] for s in connector.snow("sn_fin_supplier", "legal_entity=USMF")}
-    assert [suppliers[a] for a in accounts] == names
-    assert suppliers["V-BLANK"] == ""
+    view = SnowView(connector.server.world.snow)
+    suppliers = {view.get(SUPPLIER, s, "ERP company code"): s for s in view.ours(SUPPLIER, "ERP source")}
+    assert [view.get(SUPPLIER, suppliers[a], "Legal Name") for a in accounts] == names
+    assert view.get(SUPPLIER, suppliers["V-BLANK"], "Legal Name") == ""
+    names_of_renamed = [view.get(COST_CENTER, c, "Name") for c in view.ours(COST_CENTER, "ERP Source")
+                        if view.get(COST_CENTER, c, "Code") == renamed]
+    assert names_of_renamed and set(names_of_renamed) == {description}
 
     base = next(b for b in valid_bases(connector) if b["legal_entity"] == "USMF")
     number = "Q'1^2,3ü\"x|"
+    account = next(a for a in view.ours(GL_ACCOUNT, "ERP source") if view.get(GL_ACCOUNT, a, "Inactive") == "false")
+    active_centers = {((c["LegalEntityId"] or "").upper(), c["DimensionValue"]) for c in connector.fno(
+        "SELECT * FROM \"FinancialDimensionValues\" WHERE \"FinancialDimension\" = 'CostCenter' AND "
+        "\"IsSuspended\" = 'No' AND \"LegalEntityId\" IN ('', 'usmf')")}
+    center = next(c for c in view.ours(COST_CENTER, "ERP Source") if (
+        view.get(COST_CENTER, c, "Legal entity", "ERP company code"), view.get(COST_CENTER, c, "Code"))
+        in active_centers)
 
-    def gl_coded(line: dict[str, str]) -> None:  # no PO: the PO belongs to another vendor
-        line.update(purchase_order="", purchase_order_line="", item_number="")
+    def gl_coded(line: dict[str, str]) -> None:  # no PO (it belongs to another vendor): an account-coded line
+        line.update(purchase_order_line="", gl_account=account["sys_id"], cost_center=center["sys_id"])
 
-    posted = clone(connector, base, number, {"supplier": "V'Q1", "purchase_order": "", "currency": "USD"}, gl_coded)
+    posted = clone(connector, base, number, {"supplier": suppliers["V'Q1"]["sys_id"], "purchase_order": "",
+                                             "currency": "USD"}, gl_coded)
     assert connector.sync()["ok"]
     status, message = outcome(connector, posted)
     assert (status, message) == ("processed", ""), message
