@@ -132,8 +132,9 @@ def changed_since(warehouse: Warehouse, entity: str, legal_entity: str, mark: st
         changed = f"legal_entity = $le AND ($since IS NULL OR {_STAMP} >= $since)"
         where = changed
         if settling:
-            vouchers = (f'SELECT "Voucher" FROM {table} WHERE {changed} UNION '
-                        f'SELECT "LastSettleVoucher" FROM {table} WHERE {changed}')
+            # An unsettled invoice's LastSettleVoucher is blank: a blank voucher pairs nothing.
+            vouchers = (f'SELECT v FROM (SELECT "Voucher" AS v FROM {table} WHERE {changed} UNION '
+                        f'SELECT "LastSettleVoucher" FROM {table} WHERE {changed}) WHERE v <> \'\'')
             where = (f'legal_entity = $le AND ({changed} OR "Voucher" IN ({vouchers}) '
                      f'OR "LastSettleVoucher" IN ({vouchers}))')
         keep = ", ".join(c for c in META_COLUMNS if c != "legal_entity")

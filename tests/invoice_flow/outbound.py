@@ -73,13 +73,18 @@ def set_status(connector: Connector, sys_id: str, choice_label: str, **by_label:
     update(connector, sys_id, {"Integration status": value, **by_label})
 
 
-def sync_without_invoices(connector: Connector, *, timeout_s: float = 120) -> None:
-    """The F&O → ServiceNow runs of a sync, no invoice run; then wait until ServiceNow holds every approved invoice:
-    the sandbox creates an outbound invoice once the records it references exist, a few per second (apo.py)."""
-    settings = load_settings()
-    outcomes = run_cycle(settings, open_instance(settings), push=True, invoices=False)
-    assert all(o.success for o in outcomes), [o.error for o in outcomes]
+def wait_for_approved(connector: Connector, *, timeout_s: float = 120) -> None:
+    """Wait until ServiceNow holds every approved invoice: the sandbox creates an outbound invoice once the records
+    it references exist, a few per second (apo.py)."""
     deadline = time.monotonic() + timeout_s
     while connector.server.world.snow.invoices_waiting():
         assert time.monotonic() < deadline, "approved invoices never appeared in ServiceNow"
         time.sleep(0.2)
+
+
+def sync_without_invoices(connector: Connector) -> None:
+    """The F&O → ServiceNow runs of a sync, no invoice run; then every approved invoice is in ServiceNow."""
+    settings = load_settings()
+    outcomes = run_cycle(settings, open_instance(settings), push=True, invoices=False)
+    assert all(o.success for o in outcomes), [o.error for o in outcomes]
+    wait_for_approved(connector)
