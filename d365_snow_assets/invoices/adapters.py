@@ -1,18 +1,21 @@
-"""Adapters from the pure posting core (:mod:`posting`) to the real HTTP clients (DESIGN §5.2, §6).
+"""Adapters from the pure posting core (:mod:`posting`) and the invoice run (:mod:`run`) to the real HTTP clients
+(DESIGN §5.2, §6).
 
 ``D365Ledger`` satisfies :class:`~d365_snow_assets.invoices.posting.InvoiceLedger` over :class:`D365Client`;
-``ServiceNowStatusWriter`` satisfies :class:`InvoiceStatusWriter` over :class:`ServiceNowClient`.
+``ServiceNowStatusWriter`` satisfies :class:`InvoiceStatusWriter` and ``ServiceNowOutbound``
+:class:`~d365_snow_assets.invoices.run.OutboundSource` over :class:`ServiceNowClient`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from d365_snow_assets.clients import odata
 from d365_snow_assets.clients.d365 import D365Client
-from d365_snow_assets.clients.servicenow import ServiceNowClient
+from d365_snow_assets.clients.encoded_query import EncodedQuery
+from d365_snow_assets.clients.servicenow import KeysetCursor, ServiceNowClient
 from d365_snow_assets.discovery.outbound import OutboundFields
 from d365_snow_assets.invoices.payloads import HEADER_ENTITY, LINE_ENTITY, Payload, json_ready
 from d365_snow_assets.invoices.posting import PendingInvoice, PostedInvoice
@@ -112,4 +115,58 @@ class ServiceNowStatusWriter:
         self._patch(sys_id, "error", processing_message=message)
 
 
-__all__ = ["D365Ledger", "ServiceNowStatusWriter", "parse_fno_date"]
+IDS_PER_QUERY = 100  # values per `…IN…` encoded query: keeps the URL far below any proxy limit
+
+
+def scope_query(out: OutboundFields, legal_entity: str, erp_source: str, status: str | None = None) -> EncodedQuery:
+    """Our invoices (ERP source), of this legal entity (its ERP company code, through the reference), in
+    ``status`` when given (a logical status; the stored value comes from the instance's choices)."""
+    query = EncodedQuery().eq(out.header["legal_entity"], legal_entity.upper()).eq(out.header["erp_source"],
+                                                                                    erp_source)
+    return query.eq(out.element("integration_status"), out.status(status)) if status else query
+
+
+def rows_by_values(snow: ServiceNowClient, table: str, query: EncodedQuery | None, field: str,
+                   values: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of ``table`` matching ``query`` whose ``field`` is one of ``values``, a chunk of values per request."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(values), IDS_PER_QUERY):
+        chunk_query = (query.copy() if query else EncodedQuery()).in_(field, list(values[start:start + IDS_PER_QUERY]))
+        for rows in snow.iter_static(table, chunk_query, fields=fields):
+            found.extend(rows)
+    return found
+
+
+class ServiceNowOutbound:
+    """The outbound invoices of one ERP source as the invoice run reads them: every row as the logical dict
+    :func:`d365_snow_assets.invoices.model.parse_invoice` reads (``out.to_header`` / ``out.to_lines``)."""
+
+    def __init__(self, client: ServiceNowClient, out: OutboundFields, erp_source: str) -> None:
+        self.client, self.out, self.erp_source = client, out, erp_source
+
+    def new_pages(self, legal_entity: str, after: Mapping[str, str] | None,
+                  page_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+        cursor = KeysetCursor(after["updated_on"], after["sys_id"]) if after else None
+        query = scope_query(self.out, legal_entity, self.erp_source, "new")
+        for page in self.client.iter_keyset(self.out.header_table, query, fields=self.out.header_fields(),
+                                            page_size=page_size, cursor=cursor):
+            yield [self.out.to_header(r) for r in page.rows]
+
+    def in_progress(self, legal_entity: str) -> list[dict[str, Any]]:
+        query = scope_query(self.out, legal_entity, self.erp_source, "in_progress")
+        return [self.out.to_header(r) for rows in self.client.iter_static(
+            self.out.header_table, query, fields=self.out.header_fields()) for r in rows]
+
+    def by_ids(self, legal_entity: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        rows = rows_by_values(self.client, self.out.header_table, scope_query(self.out, legal_entity, self.erp_source),
+                              "sys_id", ids, self.out.header_fields())
+        return [self.out.to_header(r) for r in rows]
+
+    def lines(self, header_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return self.out.to_lines(rows_by_values(self.client, self.out.line_table, None,
+                                                self.out.line["outbound_invoice"], header_ids,
+                                                self.out.line_fields()))
+
+
+__all__ = ["D365Ledger", "ServiceNowOutbound", "ServiceNowStatusWriter", "parse_fno_date", "rows_by_values",
+           "scope_query"]

@@ -74,6 +74,13 @@ def unreachable(detail: str) -> str:
             "retried; no action is needed unless this message stays.")
 
 
+def not_attempted(number: str) -> str:
+    """For the audit of an invoice a run left alone because an earlier one met an outage (nothing is written to
+    ServiceNow for it)."""
+    return (f"Not attempted in this run: Dynamics 365 or ServiceNow could not be reached while invoice {number} was "
+            "being transferred. The next run takes it up.")
+
+
 def conflicting_pending(invoice_number: str, supplier: str, legal_entity: str, header_reference: str,
                         document_number: str) -> str:
     source = f"ServiceNow invoice {document_number}" if document_number else "a manual entry"

@@ -31,6 +31,7 @@ from d365_snow_assets.invoices.errors import (
     LedgerError,
     MaybeWrittenError,
     NotFoundError,
+    TransientError,
     ValidationError,
     detail,
     is_retryable,
@@ -142,6 +143,22 @@ class PostingResult:
     audit: list[AuditRecord] = field(default_factory=list)
     # True when F&O's answer to the header create was lost and the lookup did not find the header (yet).
     unconfirmed: bool = False
+    # True when the attempt ended because F&O or ServiceNow could not be reached (or kept throttling) through every
+    # retry: every invoice after this one would meet the same outage.
+    unreachable: bool = False
+
+    @property
+    def final(self) -> bool:
+        """ServiceNow holds this outcome and another attempt would not change it unless somebody changes the data:
+        processed, rejected, or error for a reason that is the invoice's. Anything else is taken up again by the
+        next run (DESIGN §7.1, :mod:`d365_snow_assets.invoices.run`)."""
+        return not (self.outcome == "error" and self.retryable)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A system unreachable or throttling beyond every retry, as opposed to one request whose answer was lost
+    (:class:`MaybeWrittenError`) or a refusal."""
+    return isinstance(exc, TransientError) and not isinstance(exc, MaybeWrittenError)
 
 
 AuditFlush = Callable[[list["AuditRecord"]], None]
@@ -188,12 +205,13 @@ class _Attempt:
         self.audit: list[AuditRecord] = []
         self.flush, self.flushed = flush, 0
         self.header_payload: Payload | None = None
+        self.outage = False  # a system-level failure was met (see is_outage)
 
     # results
     def _result(self, outcome: Outcome, erp_number: str | None = None, message: str = "",
                 retryable: bool = False, unconfirmed: bool = False) -> PostingResult:
         return PostingResult(self.inv.sys_id, self.inv.number, self.inv.business_key, outcome, erp_number, message,
-                             retryable, self.audit, unconfirmed)
+                             retryable, self.audit, unconfirmed, self.outage)
 
     def _record(self, outcome: Outcome, *, entity: str = HEADER_ENTITY, key: str | None = None,
                 target_id: str | None = None, payload: str | None = None, message: str | None = None) -> None:
@@ -220,14 +238,23 @@ class _Attempt:
 
     def _fail(self, message: str, *, retryable: bool, header_reference: str | None = None,
               unconfirmed: bool = False) -> PostingResult:
-        """End the attempt as ``error``: audited, and told to ServiceNow (best effort: if ServiceNow is down too,
-        the invoice stays new/in_progress and the next attempt starts over with the lookup)."""
+        """End the attempt as ``error``: audited, and told to ServiceNow (see :meth:`_tell_error`)."""
         self._record("error", target_id=header_reference, payload=self._header_text(), message=message)
+        told = self._tell_error(message)
+        return self._result("error", header_reference, message, retryable or not told, unconfirmed)
+
+    def _tell_error(self, message: str) -> bool:
+        """Mark the invoice ``error`` in ServiceNow; False when ServiceNow could not be told. The F&O outcome is
+        audited already, so that failure must not hide it: the invoice stays new / in_progress there, and its
+        result is retryable whatever the reason, because until ServiceNow holds the outcome it is not final
+        (DESIGN §7.1) and the next attempt, which starts over with the lookup, tells it."""
         try:
             self._writeback("error", message=message)
-        except Exception as exc:  # the F&O outcome is already audited; the write-back failure must not hide it
+        except Exception as exc:
             log.warning("could not mark outbound invoice %s as error: %s", self.inv.number, type(exc).__name__)
-        return self._result("error", header_reference, message, retryable, unconfirmed)
+            self.outage = self.outage or is_outage(exc)
+            return False
+        return True
 
     def _header_text(self) -> str | None:
         return payload_text(self.header_payload) if self.header_payload is not None else None
@@ -296,6 +323,7 @@ class _Attempt:
         except ValidationError as exc:
             return self._fail(messages.rejected_by_erp(detail(exc)), retryable=False)
         except LedgerError as exc:
+            self.outage = is_outage(exc)
             return self._fail(messages.unreachable(detail(exc)), retryable=is_retryable(exc))
         return self._add_lines(reference, "created", frozenset())
 
@@ -356,16 +384,14 @@ class _Attempt:
             except NotFoundError:
                 return self._header_gone(reference, present)
             except LedgerError as exc:
+                self.outage = is_outage(exc)
                 return _Line("error", messages.unreachable(detail(exc)), retryable=is_retryable(exc))
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
     def _end(self, message: str, retryable: bool, reference: str) -> PostingResult:
         """End after a line failure: the line's own audit row is written, so only ServiceNow is told."""
-        try:
-            self._writeback("error", message=message)
-        except Exception as exc:
-            log.warning("could not mark outbound invoice %s as error: %s", self.inv.number, type(exc).__name__)
-        return self._result("error", reference, message, retryable)
+        told = self._tell_error(message)
+        return self._result("error", reference, message, retryable or not told)
 
     def _header_gone(self, reference: str, present: set[int]) -> PostingResult:
         """The pending header vanished mid-attempt: posted by someone (with only some of our lines) or deleted."""
@@ -397,16 +423,24 @@ def post_invoices(verdicts: Sequence[InvoiceVerdict], ledger: InvoiceLedger, ser
                   settings: InvoiceSettings | None = None, flush: AuditFlush | None = None,
                   settle: Callable[[int], None] | None = None) -> list[PostingResult]:
     """:func:`post_invoice` for each verdict; an unexpected failure of one invoice is audited as a retryable
-    ``error`` and the batch goes on.
+    ``error`` and the batch goes on, except after an outage: once an attempt met F&O or ServiceNow unreachable
+    through every retry (:attr:`PostingResult.unreachable`), the rest of the batch is not attempted (audited as a
+    retryable ``error``, nothing written anywhere) and waits for the next run, instead of spending every retry
+    budget again on a system that is down.
 
     With ``settle``, the invoices whose header F&O did not confirm get one more attempt at the end of the batch,
     after ``settle(count)`` returns: a pause in which a write that was still committing becomes visible to the
     lookup that the attempt starts with, so the header is still never sent again without a lookup first. What
     does not confirm then is left to the next run. A result keeps the audit records of both attempts."""
     settings = settings or InvoiceSettings()
-    results = [_attempt(verdict, ledger, servicenow, settings, flush) for verdict in verdicts]
+    results: list[PostingResult] = []
+    for verdict in verdicts:
+        if any(r.unreachable for r in results):
+            results.append(_not_attempted(verdict, servicenow, ledger, settings))
+        else:
+            results.append(_attempt(verdict, ledger, servicenow, settings, flush))
     again = [i for i, r in enumerate(results) if r.unconfirmed]
-    if settle is not None and again:
+    if settle is not None and again and not any(r.unreachable for r in results):
         settle(len(again))
         for i in again:
             second = _attempt(verdicts[i], ledger, servicenow, settings, flush)
@@ -425,8 +459,17 @@ def _attempt(verdict: InvoiceVerdict, ledger: InvoiceLedger, servicenow: Invoice
         # ServiceNow (telling it may be what failed), and the next attempt starts over with the lookup.
         message = messages.unreachable(detail(exc))
         log.warning("invoice %s failed: %s", verdict.invoice.number, type(exc).__name__)
+        attempt.outage = attempt.outage or is_outage(exc)
         attempt._record("error", payload=attempt._header_text(), message=message)
         return attempt._result("error", None, message, retryable=True)
+
+
+def _not_attempted(verdict: InvoiceVerdict, servicenow: InvoiceStatusWriter, ledger: InvoiceLedger,
+                   settings: InvoiceSettings) -> PostingResult:
+    attempt = _Attempt(verdict, ledger, servicenow, settings)
+    message = messages.not_attempted(verdict.invoice.number)
+    attempt._record("error", message=message)
+    return attempt._result("error", None, message, retryable=True)
 
 
 def outcome_counts(results: Iterable[PostingResult]) -> dict[str, int]:

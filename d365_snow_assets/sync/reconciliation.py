@@ -21,8 +21,9 @@ from ..clients.d365 import D365Client
 from ..clients.servicenow import ServiceNowClient
 from ..discovery.documented import SHOP_INVOICE
 from ..discovery.outbound import OutboundFields
+from ..invoices.adapters import rows_by_values, scope_query
 from ..warehouse import Warehouse
-from .invoices import JOUR, VEND_TRANS, _by_ids, _norm, posted_lookup, scope_query
+from .invoices import JOUR, VEND_TRANS, _norm, posted_lookup
 
 # Natural keys per F&O read: an `or` chain of this many (account, number) pairs keeps the URL short. [choice]
 _KEYS_PER_QUERY = 20
@@ -70,7 +71,7 @@ def _shop_states(snow: ServiceNowClient, out: OutboundFields, outbound: list[dic
     numbers = sorted({str(r.get("erp_number") or "") for r in outbound} - {""})
     if not (out.shop_erp_number and out.shop_state and numbers):
         return {}
-    rows = _by_ids(snow, SHOP_INVOICE, None, out.shop_erp_number, numbers,
+    rows = rows_by_values(snow, SHOP_INVOICE, None, out.shop_erp_number, numbers,
                    ["sys_id", out.shop_erp_number, out.shop_state])
     return {str(r.get(out.shop_erp_number) or ""): str(r.get(out.shop_state) or "") for r in rows}
 

@@ -9,15 +9,14 @@ from d365_snow_assets.definitions import defs
 from d365_snow_assets.defs.automation.business_events import fno_business_events
 from d365_snow_assets.events.spool import EventSpool, parse_envelope
 from d365_snow_assets.settings import load_settings
+from tests.invoice_flow import outbound
 
 from .conftest import Connector
-
-OUT = "sn_spend_intg_outbound_invoice"
 
 
 def test_posted_invoice_events_update_just_those_invoices(connector: Connector) -> None:
     connector.sync()  # approved invoices become pending F&O invoices; ServiceNow shows processed + HeaderReference
-    processed = connector.snow(OUT, "integration_status=processed")
+    processed = outbound.of(connector, status="processed")
     assert processed
     header_refs = {r["sys_id"]: r["erp_number"] for r in processed}
 
@@ -43,7 +42,7 @@ def test_posted_invoice_events_update_just_those_invoices(connector: Connector) 
         'SELECT "InvoiceAccount", "InvoiceId", "LedgerVoucher" FROM "VendInvoiceJourBiEntities"')}
     named = {(p["InvoiceAccount"], p["InvoiceId"]) for p in chosen}
     updated, untouched = 0, 0
-    for row in connector.snow(OUT, "integration_status=processed"):
+    for row in outbound.of(connector, status="processed"):
         key = (row["supplier"], row["supplier_invoice_number"])
         if key in named:
             assert row["erp_number"] == vouchers[key]["LedgerVoucher"] and row["erp_posting_date"]

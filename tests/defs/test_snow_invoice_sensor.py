@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from d365_snow_assets.defs.automation.snow_invoices import snow_approved_invoices
+from tests.invoice_flow import outbound
 
 from .conftest import Connector
 
@@ -16,11 +17,11 @@ def _evaluate() -> dg.SensorResult | dg.SkipReason:
 
 
 def _waiting_les(connector: Connector) -> set[str]:
-    rows = connector.snow("sn_spend_intg_outbound_invoice", "integration_status=new")
-    return {r["legal_entity"].lower() for r in rows}
+    return {r["legal_entity"].lower() for r in outbound.of(connector, status="new")}
 
 
 def test_requests_follow_committed_work(connector: Connector, monkeypatch) -> None:
+    outbound.sync_without_invoices(connector)  # ServiceNow holds approved invoices once their references exist
     first = _evaluate()
     assert isinstance(first, dg.SensorResult)
     assert {r.partition_key for r in first.run_requests} == _waiting_les(connector) != set()

@@ -15,15 +15,14 @@ import pytest
 
 from d365_snow_assets.commands.runs import open_instance, run_cycle
 from d365_snow_assets.definitions import defs
-from d365_snow_assets.defs.invoices import assets as invoice_assets
-from d365_snow_assets.defs.invoices.assets import POLL_KEY, POSTING_KEY, posting_lock_name
+from d365_snow_assets.defs.invoices.assets import POLL_KEY, POSTING_KEY
+from d365_snow_assets.invoices import run as invoice_run
+from d365_snow_assets.invoices.run import later_cursor, poll_cursor_name, posting_lock_name, retry_cursor_name
 from d365_snow_assets.settings import load_settings
-from d365_snow_assets.sync.invoices import later_cursor, poll_cursor_name, retry_cursor_name
 from d365_snow_assets.warehouse import Warehouse
 
+from . import outbound
 from .conftest import Connector
-
-OUTBOUND = "sn_spend_intg_outbound_invoice"
 
 
 def _prepared(connector: Connector) -> tuple[dg.DagsterInstance, dg.JobDefinition]:
@@ -35,8 +34,8 @@ def _prepared(connector: Connector) -> tuple[dg.DagsterInstance, dg.JobDefinitio
     return instance, defs().resolve_job_def("invoice_round_trip")
 
 
-def _usmf(connector: Connector) -> list[dict[str, str]]:
-    return connector.snow(OUTBOUND, "legal_entity=USMF")
+def _usmf(connector: Connector) -> list[dict[str, Any]]:
+    return outbound.of(connector, "usmf")
 
 
 def _usmf_headers(connector: Connector) -> int:
@@ -53,10 +52,10 @@ def test_a_run_whose_poll_went_stale_leaves_the_invoices_another_run_handled(con
     instance, job = _prepared(connector)
     first = job.execute_in_process(instance=instance, partition_key="usmf")
     invoices = _usmf(connector)
-    assert invoices and not [r for r in invoices if r["integration_status"] in ("new", "in_progress")]
+    assert invoices and not [r for r in invoices if r["status"] in ("new", "in_progress")]
     mods = {r["sys_id"]: r["sys_mod_count"] for r in invoices}
     headers = _usmf_headers(connector)
-    assert headers == sum(r["integration_status"] == "processed" for r in invoices) > 0
+    assert headers == sum(r["status"] == "processed" for r in invoices) > 0
 
     # The posting step alone, on the poll the first run stored: as if it had polled at the same moment.
     late = job.execute_in_process(instance=instance, partition_key="usmf", asset_selection=[POSTING_KEY])
@@ -83,12 +82,12 @@ def test_a_second_run_waits_for_the_one_posting_then_posts_everything_once(conne
             time.sleep(0.1)
         # The run has polled and now waits: nothing of USMF reached F&O or changed in ServiceNow.
         assert _usmf_headers(connector) == 0
-        assert {r["integration_status"] for r in _usmf(connector)} == {"new"}
+        assert outbound.statuses(connector, "usmf") == {"new"}
     thread.join(timeout=600)
     assert done and done[0].success
     invoices = _usmf(connector)
-    processed = sum(r["integration_status"] == "processed" for r in invoices)
-    assert {r["integration_status"] for r in invoices} <= {"processed", "error"}
+    processed = sum(r["status"] == "processed" for r in invoices)
+    assert {r["status"] for r in invoices} <= {"processed", "error"}
     assert _usmf_headers(connector) == processed > 0
     assert _posting_metadata(done[0])["handled_by_another_run"] == 0
 
@@ -99,7 +98,7 @@ def test_an_invoice_another_run_left_on_the_retry_list_after_this_poll_stays_the
     instance, job = _prepared(connector)
     for le in load_settings().legal_entities:
         job.execute_in_process(instance=instance, partition_key=le)
-    rejected = next(r for r in connector.snow(OUTBOUND, "integration_status=error"))
+    rejected = outbound.of(connector, status="error")[0]
     le = rejected["legal_entity"].lower()
     job.execute_in_process(instance=instance, partition_key=le, asset_selection=[POLL_KEY])  # polls nothing
     warehouse = Warehouse(connector.home / "warehouse.duckdb")
@@ -123,14 +122,14 @@ def test_a_polled_invoice_another_run_failed_meanwhile_stays_on_the_retry_list(c
     instance, job = _prepared(connector)
     for le in load_settings().legal_entities:
         job.execute_in_process(instance=instance, partition_key=le)
-    invoice = next(r for r in connector.snow(OUTBOUND, "integration_status=error"))
+    invoice = outbound.of(connector, status="error")[0]
     le = invoice["legal_entity"].lower()
     warehouse = Warehouse(connector.home / "warehouse.duckdb")
     warehouse.set_cursor(retry_cursor_name(le), [invoice["sys_id"]])
     job.execute_in_process(instance=instance, partition_key=le, asset_selection=[POLL_KEY])  # polls it
     # The other run's attempt: it writes the invoice (a new message) and keeps it on the list.
-    connector.server.world.snow.update(OUTBOUND, invoice["sys_id"], {
-        "processing_message": "Dynamics 365 did not confirm the invoice header."})
+    outbound.update(connector, invoice["sys_id"], {
+        "Processing message": "Dynamics 365 did not confirm the invoice header."})
 
     late = job.execute_in_process(instance=instance, partition_key=le, asset_selection=[POSTING_KEY])
     meta = _posting_metadata(late)
@@ -152,7 +151,7 @@ def test_the_poll_cursor_never_moves_back() -> None:
 def test_a_run_that_waited_too_long_fails_clearly_and_changes_nothing(connector: Connector,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     instance, job = _prepared(connector)
-    monkeypatch.setattr(invoice_assets, "POSTING_WAIT_S", 0.5)
+    monkeypatch.setattr(invoice_run, "POSTING_WAIT_S", 0.5)
     warehouse = Warehouse(connector.home / "warehouse.duckdb")
     with warehouse.exclusive(posting_lock_name("usmf"), "run 1234", timeout=5):
         result = job.execute_in_process(instance=instance, partition_key="usmf", raise_on_error=False)
@@ -161,6 +160,6 @@ def test_a_run_that_waited_too_long_fails_clearly_and_changes_nothing(connector:
     text = failure.step_failure_data.user_failure_data.description
     assert text.startswith("USMF: another run is still posting this legal entity's invoices (run 1234 (since ")
     assert "Nothing was posted by this run" in text
-    assert {r["integration_status"] for r in _usmf(connector)} == {"new"}
+    assert outbound.statuses(connector, "usmf") == {"new"}
     assert _usmf_headers(connector) == 0
     assert warehouse.get_cursor(poll_cursor_name("usmf")) is None  # the next run polls the same invoices

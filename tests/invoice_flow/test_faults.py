@@ -12,15 +12,16 @@ from typing import Any
 
 from d365_snow_assets.clients.d365 import D365Client
 from d365_snow_assets.clients.servicenow import ServiceNowClient
+from d365_snow_assets.discovery import load_schema
+from d365_snow_assets.discovery.outbound import resolve_outbound
 from d365_snow_assets.invoices import InvoiceReferences, parse_invoices, post_invoices, validate_invoices
-from d365_snow_assets.invoices.adapters import D365Ledger, ServiceNowStatusWriter
+from d365_snow_assets.invoices.adapters import D365Ledger, ServiceNowOutbound, ServiceNowStatusWriter
 from d365_snow_assets.settings import load_settings
-from d365_snow_assets.sync.invoices import HEADER_FIELDS, LINE_FIELDS
+from d365_snow_assets.sync.targets import load_mappings
 from d365_snow_assets.warehouse import Warehouse
 
+from . import outbound
 from .conftest import Connector
-
-OUTBOUND = "sn_spend_intg_outbound_invoice"
 
 
 def _killed_sync(connector: Connector) -> None:
@@ -43,8 +44,12 @@ def _lines_of(connector: Connector, le: str, reference: str) -> list[int]:
 
 
 def _sn_lines(connector: Connector, sys_id: str) -> list[int]:
-    return sorted(int(r["line_number"]) for r in connector.snow("sn_spend_intg_outbound_invoice_line",
-                                                                f"outbound_invoice={sys_id}"))
+    """The F&O line numbers of an outbound invoice's lines: their positions in the order of their Number."""
+    return list(range(1, len(outbound.invoices(connector)[sys_id]["lines"]) + 1))
+
+
+def _by_number(connector: Connector, number: str) -> dict[str, Any]:
+    return next(r for r in outbound.invoices(connector).values() if r["number"] == number)
 
 
 def test_killed_between_header_and_lines_then_rerun_gives_one_complete_invoice(connector: Connector) -> None:
@@ -53,7 +58,7 @@ def test_killed_between_header_and_lines_then_rerun_gives_one_complete_invoice(c
     assert len(headers) == 1  # the kill came after the first header, before its lines
     crashed = headers[0]
     assert _lines_of(connector, crashed["dataAreaId"], crashed["HeaderReference"]) == []
-    stuck = connector.snow(OUTBOUND, "integration_status=in_progress")
+    stuck = outbound.of(connector, status="in_progress")
     assert [s["number"] for s in stuck] == [crashed["DocumentNumber"]]
 
     connector.sync()
@@ -62,13 +67,13 @@ def test_killed_between_header_and_lines_then_rerun_gives_one_complete_invoice(c
     assert max(keys.values()) == 1
     again = next(h for h in headers if h["DocumentNumber"] == crashed["DocumentNumber"])
     assert again["HeaderReference"] == crashed["HeaderReference"]
-    sn = connector.snow(OUTBOUND, f"number={crashed['DocumentNumber']}")[0]
-    assert sn["integration_status"] == "processed"
+    sn = _by_number(connector, crashed["DocumentNumber"])
+    assert sn["status"] == "processed"
     assert sn["erp_number"] == crashed["HeaderReference"]
     assert _lines_of(connector, crashed["dataAreaId"], crashed["HeaderReference"]) == _sn_lines(connector, sn["sys_id"])
-    processed = connector.snow(OUTBOUND, "integration_status=processed")
+    processed = outbound.of(connector, status="processed")
     assert len(headers) == len(processed)
-    assert not connector.snow(OUTBOUND, "integration_status=in_progress")
+    assert not outbound.of(connector, status="in_progress")
 
 
 def test_invoice_posted_before_write_back_is_not_touched_and_servicenow_is_updated(connector: Connector) -> None:
@@ -81,8 +86,8 @@ def test_invoice_posted_before_write_back_is_not_touched_and_servicenow_is_updat
     jour_before = connector.fno('SELECT * FROM "VendInvoiceJourBiEntities" ORDER BY "SourceKey"')
 
     connector.sync()
-    sn = connector.snow(OUTBOUND, f"number={crashed['DocumentNumber']}")[0]
-    assert sn["integration_status"] == "processed"
+    sn = _by_number(connector, crashed["DocumentNumber"])
+    assert sn["status"] == "processed"
     assert sn["erp_number"] == voucher
     assert sn["erp_posting_date"]
     # Not touched: no line added to it, no new pending invoice with its key, the journal row unchanged.
@@ -117,22 +122,22 @@ def test_duplicate_number_on_post_is_resolved_by_lookup(connector: Connector) ->
     connector.sync()  # snapshots + every valid invoice posted once
     settings = load_settings()
     wh = Warehouse(connector.home / "warehouse.duckdb")
-    target = connector.snow(OUTBOUND, "integration_status=processed^legal_entity=USMF")[0]
+    target = outbound.of(connector, "usmf", "processed")[0]
     header = next(h for h in _headers(connector) if h["DocumentNumber"] == target["number"])
     # Remove one line in F&O and hand the invoice back to the connector as new.
     le, ref = header["dataAreaId"], header["HeaderReference"]
+    outbound.set_status(connector, target["sys_id"], "New")
     with D365Client(settings) as d365, ServiceNowClient(settings) as snow:
         first_line = _lines_of(connector, le, ref)[0]
         d365.delete("VendorInvoiceLines", {"dataAreaId": le, "HeaderReference": ref, "InvoiceLineNumber": first_line})
-        snow.patch(OUTBOUND, target["sys_id"], {"integration_status": "new"})
-        headers = [snow.get_record(OUTBOUND, target["sys_id"], fields=HEADER_FIELDS)]
-        lines = [r for rows in snow.iter_static("sn_spend_intg_outbound_invoice_line",
-                                                f"outbound_invoice={target['sys_id']}", fields=LINE_FIELDS)
-                 for r in rows]
+        schema = load_schema(snow, wh)
+        out = resolve_outbound(schema, load_mappings(schema=schema))
+        source = ServiceNowOutbound(snow, out, settings.erp_source)
+        headers, lines = source.by_ids(le, [target["sys_id"]]), source.lines([target["sys_id"]])
         verdicts = validate_invoices(parse_invoices(headers, lines), InvoiceReferences.from_warehouse(wh, [le]))
-        [result] = post_invoices(verdicts, _BlindFirstLookup(d365), ServiceNowStatusWriter(snow))
+        [result] = post_invoices(verdicts, _BlindFirstLookup(d365), ServiceNowStatusWriter(snow, out))
     assert result.outcome == "reused", result
     assert result.erp_number == ref
     assert [h for h in _headers(connector) if h["DocumentNumber"] == target["number"]] == [header]
     assert _lines_of(connector, le, ref) == _sn_lines(connector, target["sys_id"])
-    assert connector.snow(OUTBOUND, f"sys_id={target['sys_id']}")[0]["integration_status"] == "processed"
+    assert outbound.invoices(connector)[target["sys_id"]]["status"] == "processed"

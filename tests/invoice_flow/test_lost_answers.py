@@ -10,9 +10,9 @@ import pytest
 
 from d365_snow_assets.sandbox.faults import FaultProfile
 
+from . import outbound
 from .conftest import Connector
 
-OUTBOUND = "sn_spend_intg_outbound_invoice"
 LOST = 8  # the first header, its lines, and the next header: both kinds of create lose their answer
 
 
@@ -30,9 +30,9 @@ def test_a_create_whose_answer_is_lost_after_commit_is_found_not_sent_again(conn
     headers = connector.fno('SELECT * FROM "VendorInvoiceHeaders"')
     keys = Counter((h["dataAreaId"], h["InvoiceAccount"], h["InvoiceNumber"].casefold()) for h in headers)
     assert keys.most_common(1)[0][1] == 1, keys.most_common(3)
-    outbound = connector.snow(OUTBOUND)
-    processed = [r for r in outbound if r["integration_status"] == "processed"]
-    assert processed and {r["integration_status"] for r in outbound} <= {"processed", "error"}
+    invoices = outbound.invoices(connector).values()
+    processed = [r for r in invoices if r["status"] == "processed"]
+    assert processed and {r["status"] for r in invoices} <= {"processed", "error"}
     assert summary["invoices"]["created"] == len(processed)
     assert summary["invoices"].get("retry_next_run", 0) == 0
     assert len(headers) == len(processed)
@@ -40,11 +40,10 @@ def test_a_create_whose_answer_is_lost_after_commit_is_found_not_sent_again(conn
     fno_lines = Counter((r["dataAreaId"], r["HeaderReference"], int(r["InvoiceLineNumber"]))
                         for r in connector.fno('SELECT * FROM "VendorInvoiceLines"'))
     assert max(fno_lines.values()) == 1
-    sn_lines = connector.snow("sn_spend_intg_outbound_invoice_line")
     for invoice in processed:
         header = by_document[invoice["number"]]
         assert invoice["erp_number"] == header["HeaderReference"]
-        expected = sorted(int(li["line_number"]) for li in sn_lines if li["outbound_invoice"] == invoice["sys_id"])
+        expected = list(range(1, len(invoice["lines"]) + 1))  # F&O line n = the n-th line in the order of Number
         actual = sorted(n for (le, ref, n) in fno_lines if (le, ref) == (header["dataAreaId"],
                                                                           header["HeaderReference"]))
         assert actual == expected, invoice["number"]

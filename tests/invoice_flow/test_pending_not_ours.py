@@ -12,21 +12,21 @@ from d365_snow_assets.clients.d365 import D365Client
 from d365_snow_assets.invoices.adapters import D365Ledger
 from d365_snow_assets.settings import load_settings
 
+from . import outbound
 from .conftest import Connector
-
-OUTBOUND = "sn_spend_intg_outbound_invoice"
 
 
 def _approved_valid_invoice(connector: Connector) -> dict[str, Any]:
     invalid = connector.server.world.snow.invalid_invoices
-    return next(r for r in sorted(connector.snow(OUTBOUND, "integration_status=new^legal_entity=USMF"),
-                                  key=lambda r: r["number"]) if r["sys_id"] not in invalid)
+    return next(r for r in sorted(outbound.of(connector, "usmf", "new"), key=lambda r: r["number"])
+                if r["sys_id"] not in invalid)
 
 
 @pytest.mark.parametrize("document_number", ["", "OBINV-KEYED-ELSEWHERE"])
 def test_a_pending_invoice_that_is_not_ours_is_a_conflict_and_f_and_o_is_untouched(connector: Connector,
                                                                                   document_number: str) -> None:
     world = connector.server.world
+    outbound.sync_without_invoices(connector)
     invoice = _approved_valid_invoice(connector)
     # The clerk types the number in another case: F&O's key comparison ignores case, so it is the same invoice.
     by_hand = world.d365.admin_insert("VendorInvoiceHeaders", {
@@ -49,11 +49,12 @@ def test_a_pending_invoice_that_is_not_ours_is_a_conflict_and_f_and_o_is_untouch
                                          '"InvoiceAccount" = ?', ["usmf", invoice["supplier"]])
                 if h["InvoiceNumber"].casefold() == invoice["supplier_invoice_number"].casefold()]
     assert [h["HeaderReference"] for h in same_key] == [reference]
-    after = connector.snow(OUTBOUND, f"sys_id={invoice['sys_id']}")[0]
-    assert after["integration_status"] == "error"
-    assert reference in after["processing_message"]
-    assert (document_number or "a manual entry") in after["processing_message"]
+    after = outbound.invoices(connector)[invoice["sys_id"]]
+    assert after["status"] == "error"
+    assert reference in after["message"]
+    assert (document_number or "a manual entry") in after["message"]
     # Every other valid invoice went through as usual.
     invalid = world.snow.invalid_invoices
-    others = [r for r in connector.snow(OUTBOUND) if r["sys_id"] != invoice["sys_id"] and r["sys_id"] not in invalid]
-    assert others and {r["integration_status"] for r in others} == {"processed"}
+    others = [r for r in outbound.invoices(connector).values()
+              if r["sys_id"] != invoice["sys_id"] and r["sys_id"] not in invalid]
+    assert others and {r["status"] for r in others} == {"processed"}

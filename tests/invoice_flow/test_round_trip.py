@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from typing import Any
 
 import dagster as dg
 
@@ -13,13 +14,12 @@ from d365_snow_assets.commands.runs import launch, load_definitions, open_instan
 from d365_snow_assets.settings import load_settings
 from d365_snow_assets.warehouse import Warehouse
 
+from . import outbound
 from .conftest import Connector
 
-OUTBOUND = "sn_spend_intg_outbound_invoice"
 
-
-def _outbound(connector: Connector) -> dict[str, dict[str, str]]:
-    return {r["sys_id"]: r for r in connector.snow(OUTBOUND)}
+def _outbound(connector: Connector) -> dict[str, dict[str, Any]]:
+    return outbound.invoices(connector)
 
 
 def _fno_key(le: str, account: str, number: str) -> tuple[str, str, str]:
@@ -34,7 +34,7 @@ def _reconcile(connector: Connector) -> dict[tuple[str, str], int]:
     """Run reconcile_invoices for every legal entity and month with processed invoices: mismatches per partition,
     each partition's no_mismatches check agreeing with its count."""
     months = {(r["legal_entity"].lower(), r["invoice_date"][:7] + "-01")
-              for r in connector.snow(OUTBOUND, "integration_status=processed")}
+              for r in outbound.of(connector, status="processed")}
     instance, definitions = open_instance(load_settings()), load_definitions()
     found = {}
     for le, month in sorted(months):
@@ -52,13 +52,13 @@ def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector:
     summary = connector.sync()
     assert summary["ok"]
     assert not any(_reconcile(connector).values())
-    outbound = _outbound(connector)
+    invoices = _outbound(connector)
     invalid = connector.server.world.snow.invalid_invoices
-    processed = {s: r for s, r in outbound.items() if r["integration_status"] == "processed"}
-    errors = {s: r for s, r in outbound.items() if r["integration_status"] == "error"}
-    assert set(processed) | set(errors) == set(outbound)  # nothing left new / in_progress
+    processed = {s: r for s, r in invoices.items() if r["status"] == "processed"}
+    errors = {s: r for s, r in invoices.items() if r["status"] == "error"}
+    assert set(processed) | set(errors) == set(invoices)  # nothing left new / in_progress
     assert set(invalid) <= set(errors)
-    assert all(r["processing_message"].strip() for r in errors.values())
+    assert all(r["message"].strip() for r in errors.values())
     # The CLI summary tells the same story as ServiceNow.
     assert summary["invoices"] == {"created": len(processed), "reused": 0, "posted": 0, "skipped": 0,
                                    "rejected": len(errors), "error": 0, "retry_next_run": 0}
@@ -69,15 +69,14 @@ def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector:
     assert all(n == 1 for n in by_key.values())
     assert len(headers) == len(processed)
     header_of = {_fno_key(h["dataAreaId"], h["InvoiceAccount"], h["InvoiceNumber"]): h for h in headers}
-    sn_lines = connector.snow("sn_spend_intg_outbound_invoice_line")
     fno_lines = connector.fno('SELECT * FROM "VendorInvoiceLines"')
-    for sys_id, inv in processed.items():
+    for inv in processed.values():
         h = header_of[_fno_key(inv["legal_entity"], inv["supplier"], inv["supplier_invoice_number"])]
         assert inv["erp_number"] == h["HeaderReference"]
         assert h["DocumentNumber"] == inv["number"]
         assert _money(h["ImportedAmount"]) == _money(inv["amount_invoiced"])
-        expected = sorted((int(li["line_number"]), _money(li["amount"]), Decimal(li["quantity"] or 0))
-                          for li in sn_lines if li["outbound_invoice"] == sys_id)
+        expected = [(n, _money(li["amount"]), Decimal(li["quantity"] or 0))
+                    for n, li in enumerate(inv["line_details"], start=1)]
         actual = sorted((int(fl["InvoiceLineNumber"]), _money(fl["Amount"]), Decimal(str(fl["InventNow"] or 0)))
                         for fl in fno_lines if fl["HeaderReference"] == h["HeaderReference"]
                         and fl["dataAreaId"] == h["dataAreaId"])
@@ -110,17 +109,17 @@ def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector:
     jour = {_fno_key(j["dataAreaId"], j["InvoiceAccount"], j["InvoiceId"]): j
             for j in connector.fno('SELECT * FROM "VendInvoiceJourBiEntities"')}
     after = _outbound(connector)
-    shop = {r["sys_id"]: r for r in connector.snow("sn_shop_invoice")}
     for sys_id in processed:
         inv = after[sys_id]
         j = jour[_fno_key(inv["legal_entity"], inv["supplier"], inv["supplier_invoice_number"])]
         assert inv["erp_number"] == j["LedgerVoucher"]
         assert inv["erp_posting_date"] == str(j["InvoiceDate"])[:10]
-    assert shop[after[full["sys_id"]]["invoice"]]["state"] == "paid"
-    partial_invoice = shop[after[partial["sys_id"]]["invoice"]]
+    assert outbound.shop_invoice(connector, full["sys_id"])["state"] == "paid"
+    partial_invoice = outbound.shop_invoice(connector, partial["sys_id"])
     assert partial_invoice["state"] == "pending_payment"
     assert _money(partial_invoice["amount_paid"]) == Decimal("10.00")
-    others = [shop[after[s]["invoice"]]["state"] for s in processed if s not in (full["sys_id"], partial["sys_id"])]
+    others = [outbound.shop_invoice(connector, s)["state"] for s in processed
+              if s not in (full["sys_id"], partial["sys_id"])]
     assert set(others) == {"pending_payment"}
 
     # A third sync with nothing changed sends nothing again and still reconciles.
@@ -131,7 +130,7 @@ def test_round_trip_posts_rejects_and_brings_status_and_payments_back(connector:
 
     # An invoice changed in ServiceNow behind the connector's back is reported by its month's reconciliation only.
     changed = after[ordered[2]["sys_id"]]
-    world.snow.update(OUTBOUND, changed["sys_id"], {"amount_invoiced": str(_money(changed["amount_invoiced"]) + 1)})
+    outbound.update(connector, changed["sys_id"], {"Amount invoiced": str(_money(changed["amount_invoiced"]) + 1)})
     assert connector.sync()["ok"]
     mismatches = _reconcile(connector)
     assert {k: v for k, v in mismatches.items() if v} == {

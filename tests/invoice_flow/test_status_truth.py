@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 from d365_snow_assets.cli import app
 from d365_snow_assets.sandbox.faults import FaultProfile
 
+from . import outbound
 from .conftest import Connector
 
-OUTBOUND = "sn_spend_intg_outbound_invoice"
+OUTBOUND = outbound.OUTBOUND
 # Throttled with "come back at once" until the client's budget of attempts is spent: beyond the budget, fast.
 STORM = {"share_429": 1.0, "retry_after_s": 0}
 
@@ -41,7 +42,7 @@ def test_invoices_left_in_error_because_fno_refused_service_fail_the_cycle(conne
     code, summary = _sync(connector)
     assert code == 0, summary
     invalid = connector.server.world.snow.invalid_invoices
-    statuses = {r["sys_id"]: r["integration_status"] for r in connector.snow(OUTBOUND)}
+    statuses = {i: r["status"] for i, r in outbound.invoices(connector).items()}
     assert {s for i, s in statuses.items() if i not in invalid} == {"processed"}
 
 
@@ -58,7 +59,7 @@ def test_unsent_status_and_payments_fail_the_cycle_until_servicenow_takes_them(c
     code, summary = _sync(connector)
     assert code == 1
     assert _failed_steps(summary) == {"invoices__posted_status"}
-    assert not [r for r in connector.snow(OUTBOUND) if r["erp_posting_date"]]
+    assert not [r for r in outbound.invoices(connector).values() if r["erp_posting_date"]]
 
     staging = "sn_spend_intg_imp_invoice_payment_detail"
     connector.server.set_faults("snow", FaultProfile(**STORM, methods=["POST"], path_contains=f"/import/{staging}"))
@@ -71,7 +72,7 @@ def test_unsent_status_and_payments_fail_the_cycle_until_servicenow_takes_them(c
     code, summary = _sync(connector)
     assert code == 0, summary
     vouchers = {(p["dataAreaId"], p["InvoiceAccount"], p["InvoiceId"].casefold()): p["LedgerVoucher"] for p in posted}
-    for invoice in connector.snow(OUTBOUND, "integration_status=processed"):
+    for invoice in outbound.of(connector, status="processed"):
         key = (invoice["legal_entity"].lower(), invoice["supplier"], invoice["supplier_invoice_number"].casefold())
         assert invoice["erp_number"] == vouchers[key] and invoice["erp_posting_date"]
     assert len(connector.snow("sn_shop_invoice_payment_detail")) == details + len(paid)

@@ -1,4 +1,4 @@
-"""In-memory fakes of the two Protocols, with fault injection, and the reference data of the invoice tests.
+"""In-memory fakes of the Protocols of the invoice flow, with fault injection, and the reference data of its tests.
 
 The fake ledger mirrors the F&O behaviour the algorithm relies on (d365.md §3.3, §4): server-assigned
 HeaderReference, the vendor-invoice duplicate check (NoDuplicate over pending and posted, case-insensitive, or
@@ -8,10 +8,15 @@ AcceptDuplicate), the line key (HeaderReference, InvoiceLineNumber), 404 for a l
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
+from typing import Any
 
 import polars as pl
 
+from d365_snow_assets.discovery.outbound import DOCUMENTED_STATUS, OutboundFields
+from d365_snow_assets.discovery.outbound import HEADER as OUTBOUND_HEADER
+from d365_snow_assets.discovery.outbound import LINE as OUTBOUND_LINE
 from d365_snow_assets.invoices import (
     DuplicateError,
     MaybeWrittenError,
@@ -21,6 +26,7 @@ from d365_snow_assets.invoices import (
     ValidationError,
 )
 from d365_snow_assets.invoices.errors import TransientError
+from d365_snow_assets.invoices.model import text_value
 from d365_snow_assets.invoices.validation import InvoiceReferences
 
 
@@ -177,6 +183,85 @@ class FakeServiceNow:
     def apply(self, header: dict) -> dict:
         """``header`` as the next poll would return it (with the written-back fields)."""
         return {**header, **self.status.get(header["sys_id"], {})}
+
+
+class FakeOutboundTable(FakeServiceNow):
+    """The outbound invoice tables of one instance, read and written: the write-back of :class:`FakeServiceNow`
+    plus the poll's side (:class:`~d365_snow_assets.invoices.run.OutboundSource`).
+
+    Rows are held as the instance stores them (a stored status value, a stamp and a mod count that move on every
+    write) and read through the real ``OutboundFields.to_header`` / ``to_lines``, so what the fake returns is exactly
+    what ``adapters.ServiceNowOutbound`` returns. ``down`` makes every call fail the way the real adapters do when
+    ServiceNow is unreachable beyond their retries (TransientError)."""
+
+    def __init__(self, erp_source: str = "D365FO") -> None:
+        super().__init__()
+        self.out = OutboundFields({k: k for k in OUTBOUND_HEADER}, {k: k for k in OUTBOUND_LINE},
+                                  dict(DOCUMENTED_STATUS))
+        self.erp_source = erp_source
+        self.rows: dict[str, dict[str, str]] = {}
+        self.line_rows: list[dict[str, str]] = []
+        self.down = False
+        self._second = 0
+
+    def _stamp(self) -> str:
+        self._second += 1
+        return f"2026-05-01 {self._second // 3600:02d}:{self._second // 60 % 60:02d}:{self._second % 60:02d}"
+
+    def approve(self, head: dict, lines: list[dict]) -> str:
+        """An approved invoice appears (``header()`` / ``line()`` values), in ``new``."""
+        row = {k: str(v) for k, v in head.items() if k in OUTBOUND_HEADER}
+        row.update(sys_id=head["sys_id"], sys_updated_on=self._stamp(), sys_mod_count="0",
+                   erp_source=self.erp_source, integration_status=DOCUMENTED_STATUS["new"])
+        self.rows[row["sys_id"]] = row
+        for li in lines:
+            raw = {k: text_value(v) for k, v in li.items() if k in OUTBOUND_LINE}
+            self.line_rows.append({**raw, "sys_id": li["sys_id"], "number": f"{int(li['line_number']):04d}"})
+        return row["sys_id"]
+
+    def status_of(self, sys_id: str) -> str:
+        return self.out.logical_status(self.rows[sys_id]["integration_status"])
+
+    def _set(self, sys_id: str, values: dict) -> None:
+        if self.down:
+            raise TransientError("servicenow could not be reached after 6 attempts")
+        super()._set(sys_id, values)
+        row = self.rows[sys_id]
+        stored = {k: str(v) for k, v in values.items()}
+        stored["integration_status"] = DOCUMENTED_STATUS[values["integration_status"]]
+        row.update(stored, sys_updated_on=self._stamp(), sys_mod_count=str(int(row["sys_mod_count"]) + 1))
+
+    # the OutboundSource Protocol
+    def _read(self) -> None:
+        if self.down:
+            raise TransientError("servicenow could not be reached after 6 attempts")
+
+    def _ours(self, legal_entity: str) -> list[dict[str, str]]:
+        return sorted((r for r in self.rows.values() if r["legal_entity"] == legal_entity.upper()
+                       and r["erp_source"] == self.erp_source), key=lambda r: (r["sys_updated_on"], r["sys_id"]))
+
+    def new_pages(self, legal_entity: str, after: Mapping[str, str] | None,
+                  page_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+        self._read()
+        start = (after["updated_on"], after["sys_id"]) if after else ("", "")
+        rows = [self.out.to_header(r) for r in self._ours(legal_entity)
+                if r["integration_status"] == DOCUMENTED_STATUS["new"]
+                and (r["sys_updated_on"], r["sys_id"]) > start]
+        for i in range(0, len(rows), page_size):
+            yield rows[i:i + page_size]
+
+    def in_progress(self, legal_entity: str) -> list[dict[str, Any]]:
+        self._read()
+        return [self.out.to_header(r) for r in self._ours(legal_entity)
+                if r["integration_status"] == DOCUMENTED_STATUS["in_progress"]]
+
+    def by_ids(self, legal_entity: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        self._read()
+        return [self.out.to_header(r) for r in self._ours(legal_entity) if r["sys_id"] in set(ids)]
+
+    def lines(self, header_ids: Sequence[str]) -> list[dict[str, Any]]:
+        self._read()
+        return self.out.to_lines([li for li in self.line_rows if li["outbound_invoice"] in set(header_ids)])
 
 
 # -- reference snapshots (F&O column names) ---------------------------------------------------------------------

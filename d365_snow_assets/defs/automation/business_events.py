@@ -31,12 +31,14 @@ def read_back_posted_invoices(context: dg.OpExecutionContext, config: ReadBackCo
                               snow: ServiceNowResource, warehouse: WarehouseResource) -> None:
     pairs = [(account, number) for account, number in config.invoices]
     jour = read_posted_invoices(d365.client(), config.legal_entity, pairs)
-    updates = posted_status_updates(snow.client(), jour, config.legal_entity)
-    rows, errors = apply_status_updates(snow.client(), updates, {
+    wh = warehouse.open()
+    client, out = snow.client(), snow.outbound(wh)
+    updates = posted_status_updates(client, out, warehouse.settings.erp_source, jour, config.legal_entity)
+    rows, errors = apply_status_updates(client, out, updates, {
         "run_id": context.run.run_id, "asset_key": "invoices/posted_status", "partition": config.legal_entity,
         "attempt": context.retry_number + 1})
     if rows:
-        warehouse.open().write_audit(rows)
+        wh.write_audit(rows)
     context.log.info(f"{len(pairs)} invoice(s) named by events, {jour.height} posted in F&O, "
                      f"{len(updates) - errors} updated in ServiceNow, {errors} error(s)")
     if errors:

@@ -1,8 +1,10 @@
 """React to invoices approved in ServiceNow: request the invoice round trip of each legal entity that has some.
 
-The sensor keeps no position of its own. It asks ServiceNow for the first ``new`` invoice after the keyset cursor
-that the posting run commits together with its work (DESIGN §6), so the cursor only ever moves past committed
-work: a failed run leaves it where it was, and the same invoices are requested again.
+The sensor keeps no position of its own. It asks what the next run would take up (``invoices/run.py``
+``waiting_invoice``): an invoice on the retry list, one left ``in_progress`` by a run that stopped, or the first
+``new`` invoice after the keyset cursor that the posting run commits together with its work (DESIGN §6). That
+cursor never moves past an invoice whose outcome is not final, so a failed run leaves its invoices waiting and
+the same invoices are requested again.
 """
 
 import time
@@ -10,12 +12,13 @@ import time
 import dagster as dg
 
 from ...clients.errors import ConnectorError
-from ...clients.servicenow import KeysetCursor, ServiceNowClient
+from ...clients.servicenow import ServiceNowClient
 from ...discovery import load_schema
-from ...discovery.outbound import OutboundFields, resolve_outbound
+from ...discovery.outbound import resolve_outbound
+from ...invoices.adapters import ServiceNowOutbound
+from ...invoices.run import waiting_invoice
 from ...paths import StatePaths
 from ...settings import SettingsError, load_settings
-from ...sync.invoices import poll_cursor_name, retry_cursor_name, scope_query
 from ...sync.targets import load_mappings
 from ...warehouse import Warehouse
 from ..jobs import invoice_round_trip
@@ -25,28 +28,14 @@ from ..jobs import invoice_round_trip
 RETRY_WINDOW_S = 60 * 60
 
 
-def waiting_invoice(client: ServiceNowClient, warehouse: Warehouse, legal_entity: str, out: OutboundFields,
-                    erp_source: str) -> str | None:
-    """A key for the first invoice of ``legal_entity`` still to be done (new after the committed cursor, or marked
-    for retry), or None when there is nothing to do."""
-    if warehouse.get_cursor(retry_cursor_name(legal_entity), []):
-        return "retry"
-    stored = warehouse.get_cursor(poll_cursor_name(legal_entity))
-    cursor = KeysetCursor(stored["updated_on"], stored["sys_id"]) if stored else None
-    query = scope_query(out, legal_entity, erp_source, "new")
-    for page in client.iter_keyset(out.header_table, query, fields=["sys_id"], page_size=1, cursor=cursor):
-        if page.rows:
-            return f"{page.rows[0]['sys_updated_on']}|{page.rows[0]['sys_id']}"
-    return None
-
-
 @dg.sensor(
     name="snow_approved_invoices",
     job=invoice_round_trip,
     minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Every 2 minutes: for each legal entity with invoices approved in ServiceNow and not yet in F&O "
-                "(integration_status new), run the invoice round trip.",
+    description="Every 2 minutes: for each legal entity with invoices waiting for F&O (approved in ServiceNow and "
+                "not polled yet, left in progress by a run that stopped, or on the retry list), run the invoice "
+                "round trip.",
 )
 def snow_approved_invoices(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     try:
@@ -59,9 +48,10 @@ def snow_approved_invoices(context: dg.SensorEvaluationContext) -> dg.SensorResu
     try:
         with ServiceNowClient(settings) as client:
             schema = load_schema(client, warehouse)
-            out = resolve_outbound(schema, load_mappings(schema=schema))
+            source = ServiceNowOutbound(client, resolve_outbound(schema, load_mappings(schema=schema)),
+                                        settings.erp_source)
             for le in settings.legal_entities:
-                waiting = waiting_invoice(client, warehouse, le, out, settings.erp_source)
+                waiting = waiting_invoice(source, warehouse, le)
                 if waiting:
                     requests.append(dg.RunRequest(run_key=f"invoices:{le}:{waiting}:{window}", partition_key=le,
                                                   tags=settings.run_tags()))

@@ -13,10 +13,12 @@ import dagster as dg
 from ...settings import SettingsError, load_settings
 from ...sync.invoices import JOUR, VEND_TRANS
 from ...sync.reconciliation import reconcile
+from ...warehouse.diff import business_key
 from ..d365_extract.assets import extract_key
 from ..partitions import LEGAL_ENTITY
 from ..resources import D365Resource, ServiceNowResource, WarehouseResource
 from .assets import PAYMENTS_KEY, POSTED_STATUS_KEY
+from .metadata import trace_lines
 
 RECONCILIATION_KEY = dg.AssetKey(["invoices", "reconciliation"])
 MISMATCH_CHECK = "no_mismatches"
@@ -63,6 +65,7 @@ def invoice_reconciliation(context: dg.AssetExecutionContext, d365: D365Resource
         "reconciled_at": dg.MetadataValue.timestamp(datetime.now(UTC)),
         "totals": _table([result.totals], TOTAL_COLUMNS),
         "mismatch_list": _table(result.mismatches, MISMATCH_COLUMNS),
+        "trace": trace_lines(business_key([le.upper(), m["supplier"], m["invoice"]]) for m in result.mismatches),
     })
 
 
