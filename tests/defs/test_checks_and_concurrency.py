@@ -35,7 +35,7 @@ def test_po_line_check_warns_about_held_back_lines_and_lets_the_rest_through(con
         # Held-back lines make the check a warning (the rest is pushed), never an error that blocks the push.
         assert not check.passed
         assert check.severity == dg.AssetCheckSeverity.WARN
-        assert outcome.materializations["servicenow/sn_shop_purchase_order_line"]["dagster/row_count"] > 0
+        assert outcome.materializations["servicenow/sn_shop_purchase_order_line"]["rows_sent_this_run"] > 0
 
 
 def test_po_line_check_blocks_the_push_when_a_line_about_to_be_pushed_breaks_the_rule(
@@ -54,7 +54,7 @@ def test_po_line_check_blocks_the_push_when_a_line_about_to_be_pushed_breaks_the
         assert check.metadata["violations_in_push"].value == invalid[outcome.partition]
         assert not outcome.success
         assert "servicenow/sn_shop_purchase_order_line" not in outcome.materializations  # blocked
-        assert outcome.materializations["servicenow/sn_fin_supplier"]["dagster/row_count"] > 0  # the rest went on
+        assert outcome.materializations["servicenow/sn_fin_supplier"]["rows_sent_this_run"] > 0  # the rest went on
     assert connector.snow("sn_shop_purchase_order_line") == []
 
 
