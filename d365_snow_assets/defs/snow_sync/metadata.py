@@ -45,7 +45,7 @@ def reasons_table(frame: pl.DataFrame, reason: str) -> dg.MetadataValue:
                .sort(["records", "reason"], descending=[True, False]).head(PREVIEW_ROWS))
     schema = dg.TableSchema(columns=[dg.TableColumn("reason", "string"), dg.TableColumn("records", "int"),
                                      dg.TableColumn("sample records", "string")])
-    records = [dg.TableRecord({"reason": (row["reason"] or "no reason recorded")[:200], "records": row["records"],
+    records = [dg.TableRecord({"reason": (row["reason"] or "no reason recorded")[:300], "records": row["records"],
                                "sample records": ", ".join(row[BUSINESS_KEY])})
                for row in grouped.to_dicts()]
     return dg.MetadataValue.table(records, schema=schema)
