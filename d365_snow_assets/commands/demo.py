@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..sandbox.config import SandboxConfig, SandboxDataSize
+from ..settings import ConnectorSettings
 from ..warehouse import Warehouse
+from ..warehouse.db import held_open
 from .output import new_cycle_id
 from .runs import RunOutcome, open_instance, run_cycle
 from .summary import CycleSummary, print_summary, summarize_cycle
@@ -73,34 +75,11 @@ def demo(
                       f"{data.purchase_orders:,} POs, {data.po_lines:,} PO lines; {_seconds(started)})")
         env = {**server.env(), "D365SNOW_HOME": str(home.resolve())}
         os.environ.update(env)
-        settings = load_settings()
         warehouse = Warehouse(home / "warehouse.duckdb")
-        instance = open_instance(settings)
-
-        def cycle(title: str, *, legend: bool, **parts: bool) -> CycleSummary:
-            cycle_id = new_cycle_id()
-            console.print(f"[bold]{title}[/] [dim](cycle {cycle_id})[/]")
-            with console.status(f"{title}…") as status:
-                def on_run(outcome: RunOutcome) -> None:
-                    mark = "[green]✓[/]" if outcome.success else "[red]✗[/]"
-                    console.print(f"{mark} {escape(outcome.phase)} ({_seconds(started)})")
-                    status.update(f"{title}… ({outcome.phase.split(':')[0]} done)")
-                runs = run_cycle(settings, instance, push=True, on_run=on_run, cycle_id=cycle_id,
-                                 title=f"d365-snow demo: {title}", **parts)
-            summary = summarize_cycle(warehouse, cycle_id, runs)
-            print_summary(summary, console, legend=legend)
-            return summary
-
-        first = cycle("Cycle 1: F&O → ServiceNow, then the approved invoices ServiceNow → F&O", legend=True)
-        summaries = [first]
-        if first.ok:
-            # Demo only: F&O's AP team posts the pending invoices and pays some (one partially); the invoice round
-            # trip alone then brings the posted status and the payments back (nothing else changed in F&O).
-            posted, paid = _post_and_pay(server)
-            console.print(f"[green]✓[/] F&O's AP team posted {posted} invoices and paid {paid} of them, one "
-                          f"partially ({_seconds(started)})")
-            summaries.append(cycle("Cycle 2: posted status and payments F&O → ServiceNow", legend=False,
-                                   fno_to_snow=False))
+        # The demo's home is its own (claim_home) and nothing else runs on it until the UI starts: the warehouse
+        # stays open for the cycles instead of being opened for every transaction.
+        with held_open(warehouse.path):
+            summaries = _cycles(load_settings(), warehouse, server, started)
         _print_invoices(server)
         if not all(s.ok for s in summaries):
             errors = "; ".join(run.error for s in summaries for run in s.runs if run.error)
@@ -112,6 +91,36 @@ def demo(
             _serve_ui(home, env, ui_port)
     finally:
         server.stop()
+
+
+def _cycles(settings: ConnectorSettings, warehouse: Warehouse, server: Any, started: float) -> list[CycleSummary]:
+    """The first cycle, then (if it went through) F&O's AP team posts and pays, and the invoice round trip brings
+    the posted status and the payments back; each cycle summarised on its own."""
+    instance = open_instance(settings)
+
+    def cycle(title: str, *, legend: bool, **parts: bool) -> CycleSummary:
+        cycle_id = new_cycle_id()
+        console.print(f"[bold]{title}[/] [dim](cycle {cycle_id})[/]")
+        with console.status(f"{title}…") as status:
+            def on_run(outcome: RunOutcome) -> None:
+                mark = "[green]✓[/]" if outcome.success else "[red]✗[/]"
+                console.print(f"{mark} {escape(outcome.phase)} ({_seconds(started)})")
+                status.update(f"{title}… ({outcome.phase.split(':')[0]} done)")
+            runs = run_cycle(settings, instance, push=True, on_run=on_run, cycle_id=cycle_id,
+                             title=f"d365-snow demo: {title}", **parts)
+        summary = summarize_cycle(warehouse, cycle_id, runs)
+        print_summary(summary, console, legend=legend)
+        return summary
+
+    first = cycle("Cycle 1: F&O → ServiceNow, then the approved invoices ServiceNow → F&O", legend=True)
+    if not first.ok:
+        return [first]
+    # Demo only: F&O's AP team posts the pending invoices and pays some (one partially); the invoice round trip
+    # alone then brings the posted status and the payments back (nothing else changed in F&O).
+    posted, paid = _post_and_pay(server)
+    console.print(f"[green]✓[/] F&O's AP team posted {posted} invoices and paid {paid} of them, one partially "
+                  f"({_seconds(started)})")
+    return [first, cycle("Cycle 2: posted status and payments F&O → ServiceNow", legend=False, fno_to_snow=False)]
 
 
 def _seconds(started: float) -> str:

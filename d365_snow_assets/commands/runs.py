@@ -31,12 +31,13 @@ CYCLE_TAG = "d365snow/cycle"
 """Every run one command launches carries the same value (the UI's run list filters by tag)."""
 RUN_LOGGER = "d365_snow_assets.dagster"
 
-# What each job of a cycle does, for progress lines ("USMF: purchase orders and their lines F&O → ServiceNow").
+# What each job of a cycle does, for progress lines ("USMF: purchase orders and their lines F&O → ServiceNow");
+# short enough that "✓ <phase> (12 s)" fits an 80-column terminal.
 PHASES = {
-    "sync_reference_data": "legal entities, GL accounts, cost centers and suppliers F&O → ServiceNow",
+    "sync_reference_data": "GL accounts, cost centers, suppliers F&O → ServiceNow",
     "sync_legal_entity": "purchase orders and their lines F&O → ServiceNow",
-    "invoice_round_trip": "approved invoices ServiceNow → F&O; posted status and payments back",
-    "plan_reference_data": "legal entities, GL accounts, cost centers and suppliers: extract and diff",
+    "invoice_round_trip": "approved invoices ServiceNow → F&O, status and payments back",
+    "plan_reference_data": "GL accounts, cost centers, suppliers: extract and diff",
     "plan_legal_entity": "purchase orders and their lines: extract and diff",
 }
 
@@ -102,7 +103,7 @@ class RunOutcome:
     @property
     def phase(self) -> str:
         """Which part of the cycle this run was, e.g. ``USMF: purchase orders and their lines F&O → ServiceNow``."""
-        scope = self.partition.upper() if self.partition else "Reference data"
+        scope = self.partition.upper() if self.partition else "All companies"
         return f"{scope}: {PHASES.get(self.job, self.job)}"
 
 
