@@ -11,6 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from .conftest import ARTIFACTS
+from .test_demo_ui import SENSOR_DAEMON_MISSING
 
 pytestmark = pytest.mark.slow
 
@@ -212,3 +213,12 @@ def test_each_sync_is_one_entry_on_the_runs_page_with_its_runs_and_assets(webser
         page.get_by_text("sn_shop_purchase_order_line").first.wait_for(state="visible")
     page.wait_for_timeout(1000)
     _picture(page, "runs-cycle.png")
+
+
+def test_without_a_daemon_a_sensor_page_says_it_cannot_run(webserver, browser_page):
+    # The control of tests/ui/test_demo_ui.py: a bare webserver (as `demo --ui` started before) warns on every
+    # sensor page; `demo --ui` runs `dagster dev`, webserver and daemon, and the warning is gone.
+    page = browser_page
+    page.goto(f"{webserver.base}/automation", wait_until="load")
+    page.get_by_text("fno_poll", exact=True).first.click()
+    page.get_by_text(SENSOR_DAEMON_MISSING).first.wait_for(state="visible")
