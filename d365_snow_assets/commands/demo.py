@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,15 +16,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..sandbox.config import SandboxConfig, SandboxDataSize
+from ..settings import ConnectorSettings
 from ..warehouse import Warehouse
+from ..warehouse.db import held_open
+from .output import new_cycle_id
 from .runs import RunOutcome, open_instance, run_cycle
-from .summary import print_summary, summarize_cycle, summary_json
+from .summary import CycleSummary, print_summary, summarize_cycle
 
 console = Console()
 
 # Written into every home the demo creates: the only sign that lets a later demo wipe that directory. A path without
 # it may hold anything of the user's (`--home .` once deleted a project), so it is never deleted.
 MARKER = ".d365snow-demo-home"
+UI_STOP_SECONDS = 30  # `dagster dev` stops its webserver, daemon and code server within seconds
 
 
 def claim_home(home: Path) -> str | None:
@@ -47,7 +51,8 @@ def claim_home(home: Path) -> str | None:
 def demo(
     home: Annotated[Path, typer.Option(help="Connector home for the demo: a new or empty directory, or one an "
                                             "earlier demo created (then wiped first).")] = Path(".d365snow/demo"),
-    ui: Annotated[bool, typer.Option("--ui", help="Then open the Dagster UI on the demo's runs.")] = False,
+    ui: Annotated[bool, typer.Option("--ui", help="Then open the Dagster UI (webserver and daemon) on the demo's "
+                                                  "runs.")] = False,
     ui_port: Annotated[int, typer.Option(help="Port of the Dagster UI (with --ui).")] = 3000,
     small: Annotated[bool, typer.Option("--small", help="A small data set (a few hundred PO lines) for a quick look.")]
     = False,
@@ -65,46 +70,61 @@ def demo(
     with console.status("Generating the sandbox data and starting fake F&O, Entra ID and ServiceNow…"):
         server = SandboxServer(SandboxConfig(data=data), state_dir=home / "sandbox").start()
     try:
-        console.print(f"[green]✓[/] sandbox up: F&O {server.d365_url}/data, ServiceNow {server.snow_url} "
+        console.print(f"[green]✓[/] Sandbox up: F&O {server.d365_url}/data, ServiceNow {server.snow_url} "
                       f"({len(data.legal_entities)} legal entities, {data.vendors:,} vendors, "
-                      f"{data.purchase_orders:,} POs, {data.po_lines:,} PO lines)")
+                      f"{data.purchase_orders:,} POs, {data.po_lines:,} PO lines; {_seconds(started)})")
         env = {**server.env(), "D365SNOW_HOME": str(home.resolve())}
         os.environ.update(env)
-        settings = load_settings()
-        with console.status("Syncing F&O → ServiceNow through the Dagster asset graph…") as status:
-            def on_run(outcome: RunOutcome) -> None:
-                scope = outcome.partition.upper() if outcome.partition else "GL accounts and cost centers"
-                mark = "[green]✓[/]" if outcome.success else "[red]✗[/]"
-                console.print(f"{mark} {scope} ({time.monotonic() - started:.0f} s)")
-                status.update(f"Syncing… ({scope} done)")
-            outcomes = run_cycle(settings, open_instance(settings), push=True, on_run=on_run)
-        if all(o.success for o in outcomes):
-            # Demo only: F&O's AP team posts the pending invoices and pays some (one partially), then one more
-            # cycle brings the posted status and the payments back to ServiceNow.
-            with console.status("F&O posts the pending invoices and pays some; syncing the status back…"):
-                posted, paid = _post_and_pay(server)
-                outcomes += run_cycle(settings, open_instance(settings), push=True, on_run=on_run)
-            console.print(f"[green]✓[/] F&O posted {posted} invoices and paid {paid} "
-                          f"({time.monotonic() - started:.0f} s)")
         warehouse = Warehouse(home / "warehouse.duckdb")
-        _print_summary(outcomes, warehouse)
-        _print_invoices(outcomes, warehouse, server)
-        if not all(o.success for o in outcomes):
-            errors = "; ".join(o.error for o in outcomes if o.error)
+        # The demo's home is its own (claim_home) and nothing else runs on it until the UI starts: the warehouse
+        # stays open for the cycles instead of being opened for every transaction.
+        with held_open(warehouse.path):
+            summaries = _cycles(load_settings(), warehouse, server, started)
+        _print_invoices(server)
+        if not all(s.ok for s in summaries):
+            errors = "; ".join(run.error for s in summaries for run in s.runs if run.error)
             console.print(f"[red]The demo cycle failed:[/] {escape(errors)}")
             raise typer.Exit(1)
-        console.print(f"Done in {time.monotonic() - started:.0f} s. State: {home}/ (DuckDB warehouse, Dagster runs).")
+        console.print(f"Done in {_seconds(started)}. State: {home}/ (DuckDB warehouse, Dagster runs: each cycle is "
+                      f"one backfill on the UI's Runs page).")
         if ui:
             _serve_ui(home, env, ui_port)
     finally:
         server.stop()
 
 
-def _print_summary(outcomes: list[RunOutcome], warehouse: Warehouse) -> None:
-    print_summary(summarize_cycle(warehouse, "demo", outcomes), console)
-    with warehouse.reader() as con:
-        rows = con.execute("SELECT outcome, count(*) FROM audit GROUP BY outcome ORDER BY outcome").fetchall()
-    console.print("Audit outcomes: " + ", ".join(f"{outcome} {count:,}" for outcome, count in rows))
+def _cycles(settings: ConnectorSettings, warehouse: Warehouse, server: Any, started: float) -> list[CycleSummary]:
+    """The first cycle, then (if it went through) F&O's AP team posts and pays, and the invoice round trip brings
+    the posted status and the payments back; each cycle summarised on its own."""
+    instance = open_instance(settings)
+
+    def cycle(title: str, *, legend: bool, **parts: bool) -> CycleSummary:
+        cycle_id = new_cycle_id()
+        console.print(f"[bold]{title}[/] [dim](cycle {cycle_id})[/]")
+        with console.status(f"{title}…") as status:
+            def on_run(outcome: RunOutcome) -> None:
+                mark = "[green]✓[/]" if outcome.success else "[red]✗[/]"
+                console.print(f"{mark} {escape(outcome.phase)} ({_seconds(started)})")
+                status.update(f"{title}… ({outcome.phase.split(':')[0]} done)")
+            runs = run_cycle(settings, instance, push=True, on_run=on_run, cycle_id=cycle_id,
+                             title=f"d365-snow demo: {title}", **parts)
+        summary = summarize_cycle(warehouse, cycle_id, runs)
+        print_summary(summary, console, legend=legend)
+        return summary
+
+    first = cycle("Cycle 1: F&O → ServiceNow, then the approved invoices ServiceNow → F&O", legend=True)
+    if not first.ok:
+        return [first]
+    # Demo only: F&O's AP team posts the pending invoices and pays some (one partially); the invoice round trip
+    # alone then brings the posted status and the payments back (nothing else changed in F&O).
+    posted, paid = _post_and_pay(server)
+    console.print(f"[green]✓[/] F&O's AP team posted {posted} invoices and paid {paid} of them, one partially "
+                  f"({_seconds(started)})")
+    return [first, cycle("Cycle 2: posted status and payments F&O → ServiceNow", legend=False, fno_to_snow=False)]
+
+
+def _seconds(started: float) -> str:
+    return f"{time.monotonic() - started:.0f} s"
 
 
 def _post_and_pay(server: Any) -> tuple[int, int]:
@@ -118,36 +138,39 @@ def _post_and_pay(server: Any) -> tuple[int, int]:
     return len(posted), len(paid)
 
 
-def _print_invoices(outcomes: list[RunOutcome], warehouse: Warehouse, server: Any) -> None:
-    """The invoice round trip in numbers: what the posting asset did, and where the invoices stand in ServiceNow."""
-    totals = summary_json(summarize_cycle(warehouse, "demo", outcomes), config={}, log_file=None)["invoices"]
+def _print_invoices(server: Any) -> None:
+    """Where the invoices stand in ServiceNow now, as an AP clerk would see them."""
     snow = server.world.snow
     snow.drain_imports()
-    status = {k.lower(): v for k, v in snow.label_counts("sn_spend_intg_outbound_invoice",
-                                                           "Integration status").items()}
+    status = snow.label_counts("sn_spend_intg_outbound_invoice", "Integration status")
     states = snow.label_counts("sn_shop_invoice", "Status")
-    invoice_runs = [o for o in outcomes if o.job == "invoice_round_trip"]
-    last_cycle = invoice_runs[-len({o.partition for o in invoice_runs}):] if invoice_runs else []
-    mismatches = sum(int(o.materializations.get("invoices/reconciliation", {}).get("mismatches", 0) or 0)
-                     for o in last_cycle)
-    console.print(
-        f"Invoices ServiceNow → F&O: {totals.get('created', 0) + totals.get('reused', 0)} posted to F&O as pending "
-        f"invoices, {totals.get('rejected', 0)} rejected with a message for the AP clerk, {totals.get('error', 0)} "
-        f"errors; in ServiceNow {status.get('processed', 0)} processed, {status.get('error', 0)} in error, "
-        f"{status.get('new', 0) + status.get('in progress', 0)} waiting.")
-    console.print("ServiceNow invoice states: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
-                  + f"; reconciliation mismatches in the last cycle: {mismatches}")
+    console.print("In ServiceNow now: approved invoices by integration status: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(status.items()))
+                  + "; invoices by status: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())) + ".")
 
 
 def _serve_ui(home: Path, env: dict[str, str], port: int) -> None:
-    """Run the Dagster webserver on the demo's instance until Ctrl+C (the sandbox keeps serving meanwhile)."""
+    """Run ``dagster dev`` (the webserver and the daemon, so sensors and schedules can run) on the demo's instance
+    until Ctrl+C; the sandbox keeps serving meanwhile."""
     dagster_home = (home / "dagster").resolve()
     # The same location name as the repo's workspace.yaml, so the UI and `dagster dev` agree on it.
     workspace = dagster_home / "workspace.yaml"
     workspace.write_text("load_from:\n  - python_module:\n      module_name: d365_snow_assets.definitions\n"
                          "      location_name: d365_snow_assets\n")
-    command = [sys.executable, "-m", "dagster_webserver", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
-    console.print(f"Dagster UI: http://127.0.0.1:{port}/asset-groups  (Ctrl+C to stop)")
-    with contextlib.suppress(KeyboardInterrupt):
-        # Our own interpreter and module, no shell and no user-supplied words: nothing untrusted to execute.
-        subprocess.run(command, env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home)}, check=False)  # noqa: S603
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+    console.print(f"Dagster UI: http://127.0.0.1:{port}/runs  (webserver and daemon; Ctrl+C to stop)")
+    # Our own interpreter and module, no shell and no user-supplied words: nothing untrusted to execute. The cwd is
+    # the instance's directory: `dagster dev` would warn about a dagster.yaml in any other working directory.
+    process = subprocess.Popen(command, cwd=dagster_home,  # noqa: S603
+                               env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home)})
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        # A terminal's Ctrl+C reaches `dagster dev` too; anything else that interrupts us does not. Either way it
+        # gets SIGINT, stops its webserver, daemon and code server, and is only killed if it hangs.
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=UI_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

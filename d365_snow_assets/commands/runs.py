@@ -6,14 +6,22 @@ instance, so ``dagster dev`` with the same ``DAGSTER_HOME`` shows them, their me
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import filelock
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.definitions.timestamp import TimestampWithTimezone
+from dagster._core.execution.asset_backfill import AssetBackfillData
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.storage.tags import BACKFILL_ID_TAG, USER_TAG
 
 from ..defs.partitions import register_legal_entities
 from ..paths import StatePaths
@@ -22,6 +30,16 @@ from ..settings import ConnectorSettings
 CYCLE_TAG = "d365snow/cycle"
 """Every run one command launches carries the same value (the UI's run list filters by tag)."""
 RUN_LOGGER = "d365_snow_assets.dagster"
+
+# What each job of a cycle does, for progress lines ("USMF: purchase orders and their lines F&O → ServiceNow");
+# short enough that "✓ <phase> (12 s)" fits an 80-column terminal.
+PHASES = {
+    "sync_reference_data": "GL accounts, cost centers, suppliers F&O → ServiceNow",
+    "sync_legal_entity": "purchase orders and their lines F&O → ServiceNow",
+    "invoice_round_trip": "approved invoices ServiceNow → F&O, status and payments back",
+    "plan_reference_data": "GL accounts, cost centers, suppliers: extract and diff",
+    "plan_legal_entity": "purchase orders and their lines: extract and diff",
+}
 
 
 @dg.logger(description="Dagster's run log lines into the connector's Python logging (the CLI's log file).")
@@ -82,6 +100,12 @@ class RunOutcome:
     def fatal(self) -> bool:
         return any(f.fatal for f in self.failures)
 
+    @property
+    def phase(self) -> str:
+        """Which part of the cycle this run was, e.g. ``USMF: purchase orders and their lines F&O → ServiceNow``."""
+        scope = self.partition.upper() if self.partition else "All companies"
+        return f"{scope}: {PHASES.get(self.job, self.job)}"
+
 
 def open_instance(settings: ConnectorSettings) -> dg.DagsterInstance:
     """The persistent Dagster instance of this connector home."""
@@ -116,33 +140,101 @@ def load_definitions() -> dg.Definitions:
 
 
 def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push: bool,
-              on_run: Callable[[RunOutcome], None] | None = None, invoices: bool = True,
-              cycle_id: str | None = None, run_config: Mapping[str, Any] | None = None,
+              on_run: Callable[[RunOutcome], None] | None = None, invoices: bool = True, fno_to_snow: bool = True,
+              cycle_id: str | None = None, title: str | None = None, run_config: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None) -> list[RunOutcome]:
     """Reference data first (lines are validated against it), then each legal entity, then (when pushing) the
-    invoice round trip of each legal entity. Every run is tagged with ``cycle_id`` and the configuration it used,
-    and gets ``run_config`` and ``tags`` (e.g. an operator's acceptance of mass deactivations); the cycle stops at
-    the first run that failed on configuration or refused credentials."""
+    invoice round trip of each legal entity; ``fno_to_snow=False`` runs the invoice round trips only. Every run is
+    tagged with ``cycle_id`` and the configuration it used, and gets ``run_config`` and ``tags`` (e.g. an operator's
+    acceptance of mass deactivations); the cycle stops at the first run that failed on configuration or refused
+    credentials. With a ``cycle_id`` the runs are one backfill in the Dagster UI, titled ``title``
+    (:func:`record_cycle`)."""
     definitions = load_definitions()
     register_legal_entities(instance, settings.legal_entities)
     prefix = "sync" if push else "plan"
-    plan: list[tuple[str, str | None]] = [(f"{prefix}_reference_data", None)]
-    plan += [(f"{prefix}_legal_entity", le) for le in settings.legal_entities]
+    plan: list[tuple[str, str | None]] = []
+    if fno_to_snow:
+        plan += [(f"{prefix}_reference_data", None)]
+        plan += [(f"{prefix}_legal_entity", le) for le in settings.legal_entities]
     if push and invoices:
         # After the F&O → ServiceNow runs: invoices are validated against the snapshots those runs refreshed.
         plan += [("invoice_round_trip", le) for le in settings.legal_entities]
     run_tags = {**settings.run_tags(), **(tags or {})}
+    started = time.time()
     if cycle_id:
-        run_tags[CYCLE_TAG] = cycle_id
-    outcomes = []
-    for job_name, partition in plan:
-        outcome = _execute(definitions, instance, job_name, partition, run_config or {}, run_tags)
-        outcomes.append(outcome)
-        if on_run:
-            on_run(outcome)
-        if outcome.fatal:
-            break
+        run_tags.update({CYCLE_TAG: cycle_id, BACKFILL_ID_TAG: cycle_id, USER_TAG: _user()})
+    outcomes: list[RunOutcome] = []
+    try:
+        for job_name, partition in plan:
+            outcome = _execute(definitions, instance, job_name, partition, run_config or {}, run_tags)
+            outcomes.append(outcome)
+            if on_run:
+                on_run(outcome)
+            if outcome.fatal:
+                break
+    finally:
+        if cycle_id:
+            record_cycle(instance, definitions, cycle_id, plan, outcomes, started=started,
+                         tags={k: v for k, v in run_tags.items() if k != BACKFILL_ID_TAG},
+                         title=title or f"d365-snow {prefix}")
     return outcomes
+
+
+# The runs of one cycle are ONE backfill in the Dagster UI: the Runs page lists the cycle as one row (its status,
+# who launched it, the cycle tag) and its page shows every asset and legal entity the cycle targeted with what
+# became of it, the cycle's runs and their timeline. Dagster relates runs in three ways: a shared tag (CYCLE_TAG:
+# shown on each run's row and filterable, but the list still has one row per run), a run group (the
+# dagster/root_run_id tag, which the UI presents as re-executions of the first run: a cycle is not that), and a
+# backfill, its own "one request, many runs" object. A cycle is what an asset backfill describes: a set of asset
+# partitions materialized by several runs. Its runs execute here, in this process, as those of Dagster's own
+# `dagster job backfill` command execute outside the backfill daemon; like that command, the cycle writes its
+# backfill record itself, once its runs are done, and in a finished state, so the daemon (which drives only
+# REQUESTED backfills) never launches, fails or cancels anything of it. While a cycle runs, its runs show one by
+# one under the Runs page's "In progress" tab; its row appears under "All" when it ends. PartitionBackfill and
+# AssetBackfillData are not Dagster's public API (dagster._core): they are pinned by dagster<1.14 and their use is
+# checked by tests/ui (the cycle's backfill as the webserver shows it).
+def record_cycle(instance: dg.DagsterInstance, definitions: dg.Definitions, cycle_id: str,
+                 plan: Sequence[tuple[str, str | None]], outcomes: list[RunOutcome], *, started: float,
+                 tags: Mapping[str, str], title: str) -> None:
+    """Write the cycle's backfill: the asset partitions its runs targeted, those they materialized, and the rest
+    (a failed step, or a run the cycle never started) as failed."""
+    graph = definitions.resolve_asset_graph()
+
+    def partition_of(key: dg.AssetKey, partition: str | None) -> AssetKeyPartitionKey:
+        return AssetKeyPartitionKey(key, partition if graph.get(key).is_partitioned else None)
+
+    def targeted(job: str, partition: str | None) -> set[AssetKeyPartitionKey]:
+        keys = definitions.resolve_job_def(job).asset_layer.selected_asset_keys
+        return {partition_of(key, partition) for key in keys}
+
+    target = set().union(*(targeted(job, partition) for job, partition in plan))
+    requested = set().union(*(targeted(run.job, run.partition) for run in outcomes))
+    materialized = {partition_of(dg.AssetKey.from_user_string(asset), run.partition)
+                    for run in outcomes for asset in run.materializations}
+
+    def subset(partitions: set[AssetKeyPartitionKey]) -> AssetGraphSubset:
+        return AssetGraphSubset.from_asset_partition_set(partitions, graph)
+
+    data = AssetBackfillData(
+        target_subset=subset(target), requested_runs_for_target_roots=True, latest_storage_id=None,
+        materialized_subset=subset(materialized & target), requested_subset=subset(requested),
+        failed_and_downstream_subset=subset(target - materialized),
+        backfill_start_time=TimestampWithTimezone(started, "UTC"))
+    succeeded = target <= materialized and all(run.success for run in outcomes)
+    instance.add_backfill(PartitionBackfill(
+        backfill_id=cycle_id, from_failure=False, tags=dict(tags), backfill_timestamp=started,
+        status=BulkActionStatus.COMPLETED_SUCCESS if succeeded else BulkActionStatus.COMPLETED_FAILED,
+        asset_selection=sorted({p.asset_key for p in target}, key=lambda k: k.to_user_string()),
+        title=title, description=f"{len(outcomes)} of {len(plan)} runs; cycle {cycle_id}",
+        asset_backfill_data=data, backfill_end_timestamp=time.time()))
+
+
+def _user() -> str:
+    """Who launched the cycle (the UI's "Launched by" column shows the ``user`` tag instead of "Manually launched")."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry and no LOGNAME/USER
+        return "unknown user"
 
 
 def _execute(definitions: dg.Definitions, instance: dg.DagsterInstance, job_name: str,

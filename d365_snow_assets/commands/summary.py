@@ -225,15 +225,52 @@ def _cells(row: OutcomeCounts, columns: dict[str, str],
     return cells
 
 
-def print_summary(summary: CycleSummary, console: Console) -> None:
-    """Tables of outcomes per target and legal entity, then reasons with sample keys, checks and failed steps."""
-    print_outcome_table("F&O → ServiceNow: records by the outcome of their last attempt",
-                        [r for r in summary.counts if r.asset.startswith(PUSH_PREFIX)], PUSH_COLUMNS, console)
+# One line per column header of the two summary tables (`d365-snow demo` prints them under the tables).
+PUSH_LEGEND = {
+    "inserted": "ServiceNow created the record (no record with its key existed)",
+    "updated": "ServiceNow changed the record with the same key to F&O's values",
+    "ignored": "ServiceNow already had these values: nothing changed",
+    "skipped": "ServiceNow skipped the row: a value it matches records on was missing",
+    "held back": "not sent: the record breaks a rule (reasons below); sent once fixed in F&O",
+    "errors": "ServiceNow refused the row or it could not be sent: the next cycle sends it again",
+}
+INVOICE_LEGEND = {
+    "created": "created in F&O as a pending vendor invoice",
+    "reused": "F&O already had it (same vendor and invoice number): not created twice",
+    "posted": "F&O had already posted it: ServiceNow got the voucher, F&O was not written",
+    "skipped": "already processed: nothing to do",
+    "rejected": "not posted: it fails a check (reasons below), shown to the AP clerk in ServiceNow",
+    "errors": "F&O or ServiceNow failed: the next cycle tries again",
+    "retry next run": "F&O's answer was lost and a second look did not find it: the next cycle looks again",
+}
+
+
+def print_summary(summary: CycleSummary, console: Console, *, legend: bool = False) -> None:
+    """Tables of outcomes per target and legal entity (``legend``: each column explained in a line), then reasons
+    with sample keys, checks and failed steps."""
+    # Every record sent to ServiceNow: the pushes, and the posted status written back to the outbound invoices.
+    pushed = [r for r in summary.counts if r.direction == "d365_to_snow"]
+    print_outcome_table("F&O → ServiceNow: records by the outcome of their last attempt", pushed, PUSH_COLUMNS,
+                        console)
+    if legend and pushed:
+        _print_legend(PUSH_LEGEND, console)
     invoices = [replace(r, target="invoices") for r in summary.counts if r.target == HEADER_ENTITY]
     print_outcome_table("ServiceNow → F&O: approved invoices", invoices, INVOICE_COLUMNS, console,
                         extra=("retry next run", summary.retry_next_run()))
+    if legend and invoices:
+        _print_legend(INVOICE_LEGEND, console)
     _print_reasons(summary, console)
     print_runs(summary.runs, console)
+
+
+def _print_legend(meanings: dict[str, str], console: Console) -> None:
+    """Each word on a line of its own, its meaning wrapped beside it."""
+    table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), style="dim")
+    table.add_column(no_wrap=True, style="dim")
+    table.add_column(overflow="fold", style="dim")
+    for word, meaning in meanings.items():
+        table.add_row(word, meaning)
+    console.print(Padding(table, (0, 0, 0, 2)))
 
 
 def _indented(text: str, indent: int, style: str = "") -> Padding:

@@ -55,7 +55,7 @@ def test_po_line_check_warns_about_held_back_lines_and_lets_the_rest_through(con
         # Held-back lines make the check a warning (the rest is pushed), never an error that blocks the push.
         assert not check.passed
         assert check.severity == dg.AssetCheckSeverity.WARN
-        assert outcome.materializations["servicenow/sn_shop_purchase_order_line"]["dagster/row_count"] > 0
+        assert outcome.materializations["servicenow/sn_shop_purchase_order_line"]["rows_sent_this_run"] > 0
 
 
 def test_po_line_check_blocks_the_push_when_a_line_about_to_be_pushed_breaks_the_rule(
@@ -76,7 +76,7 @@ def test_po_line_check_blocks_the_push_when_a_line_about_to_be_pushed_breaks_the
         assert not outcome.success
         assert "servicenow/sn_shop_purchase_order_line" not in outcome.materializations  # blocked
         # The rest of the company's run went on (suppliers are reference data, pushed by another run)
-        assert outcome.materializations["servicenow/sn_shop_purchase_order"]["dagster/row_count"] > 0
+        assert outcome.materializations["servicenow/sn_shop_purchase_order"]["rows_sent_this_run"] > 0
     assert connector.snow("sn_shop_purchase_order_line") == []
 
 

@@ -71,27 +71,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class SyncedHome:
+    home: Path
+    env: dict[str, str]
+    cycles: list[dict[str, Any]]  # the `sync --json` documents, oldest first
+
+
 @pytest.fixture(scope="module")
-def synced_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
-    """A connector home after one small full sync (the tests/defs ``connector`` pattern), so the UI has runs,
-    materializations and check results to show."""
+def synced_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncedHome]:
+    """A connector home after two small full syncs (the tests/defs ``connector`` pattern), so the UI has runs,
+    materializations and check results to show, and every plot has two points."""
     with SandboxServer(SandboxConfig(data=SandboxDataSize.small())) as server:
         home = tmp_path_factory.mktemp("ui") / "home"
         env = {**server.env(), "D365SNOW_HOME": str(home)}
+        cycles = []
         with pytest.MonkeyPatch.context() as mp:
             for name, value in env.items():
                 mp.setenv(name, value)
-            result = CliRunner().invoke(app, ["sync", "--json"], env=env, catch_exceptions=False)
-            assert result.exit_code == 0, f"sync failed: {result.stdout}\n{result.stderr}"
-            assert orjson.loads(result.stdout)
-        yield home, env
+            for _ in range(2):
+                result = CliRunner().invoke(app, ["sync", "--json"], env=env, catch_exceptions=False)
+                assert result.exit_code == 0, f"sync failed: {result.stdout}\n{result.stderr}"
+                cycles.append(orjson.loads(result.stdout))
+        yield SyncedHome(home, env, cycles)
 
 
 @pytest.fixture(scope="module")
-def webserver(synced_home: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory,
-              ) -> Iterator[Webserver]:
+def webserver(synced_home: SyncedHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     """``dagster-webserver -m d365_snow_assets.definitions`` on the home's instance, on a free loopback port."""
-    home, connector_env = synced_home
+    home, connector_env = synced_home.home, synced_home.env
     dagster_home = home / "dagster"
     assert "enabled: false" in (dagster_home / "dagster.yaml").read_text()  # nux and telemetry off (§1.4)
     port = _free_port()

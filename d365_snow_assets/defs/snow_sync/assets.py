@@ -2,21 +2,27 @@
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
 from ...sync.mass_change import MAX_COUNT, MAX_SHARE, RESOURCE_KEY, DeactivationReview, review_deactivations
 from ...sync.plan import LINE_ACCOUNT_COLUMNS, SyncPlan, build_plan, reference_data
-from ...sync.push import AuditContext, push_plan
+from ...sync.push import AuditContext, PushSummary, push_plan
 from ...sync.targets import TARGETS, TARGETS_BY_NAME, SyncTarget, mapping_context
 from ...validation.reference_data import check_account_references
+from ...warehouse.state import BUSINESS_KEY
 from ..d365_extract.assets import extract_key
 from ..failures import fail_fast_on_configuration
 from ..partitions import LEGAL_ENTITY
 from ..resources import MassChangeResource, ServiceNowResource, WarehouseResource
-from .metadata import preview_table
+from .metadata import SAMPLES, audit_commands, preview_table, reasons_table, servicenow_list_url
 
+# What ServiceNow's Import Set API answers per row (the audit outcomes of a push): each is a metadata key of every
+# push materialization, zeros included, so the asset's Plots tab draws one line per outcome across runs.
+PUSH_OUTCOMES = ("inserted", "updated", "ignored", "skipped")
+PROGRESS_ROWS = 2_000
 PUSH_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 ACCOUNTS_CHECK = "lines_reference_active_accounts"
 FIT_CHECK = "fits_servicenow"
@@ -90,12 +96,12 @@ def build_plan_asset(target: SyncTarget) -> dg.AssetsDefinition:
             context.instance.add_run_tags(context.run.run_id, review.acceptance.tags())
         counts = plan.counts
         context.log.info(f"{mapping.target_table} ({legal_entity or 'shared'}): {counts}")
+        # The same keys on every run (zeros included): the Plots tab draws each count across runs.
         metadata: dict[str, object] = {f"rows_{k}": v for k, v in counts.items()}
-        metadata["dagster/row_count"] = plan.diff.to_push.height + plan.diff.deletions.height
+        metadata["dagster/row_count"] = plan.diff.to_push.height + plan.diff.deletions.height  # rows in the plan
+        metadata["held_back_by_reason"] = reasons_table(plan.held_back, "_reason")
         if plan.diff.to_push.height:
             metadata["preview_changes"] = preview_table(plan.diff.to_push)
-        if plan.held_back.height:
-            metadata["preview_held_back"] = preview_table(plan.held_back, ["_business_key", "_reason"])
         yield dg.Output(plan, metadata=metadata)
         yield fit_check(plan)
         yield _deactivation_check(review)
@@ -144,7 +150,7 @@ def _account_check(plan: SyncPlan, warehouse: WarehouseResource) -> dg.AssetChec
         return dg.AssetCheckResult(check_name=ACCOUNTS_CHECK, passed=False, metadata=metadata,
                                    description="Lines about to be pushed reference missing or inactive accounts.")
     if held.height:
-        metadata["held_back_lines"] = preview_table(held, ["_business_key", "_reason"])
+        metadata["held_back_by_reason"] = reasons_table(held, "_reason")
         return dg.AssetCheckResult(check_name=ACCOUNTS_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
                                    metadata=metadata,
                                    description=f"{held.height} line(s) held back; the others are pushed.")
@@ -168,21 +174,26 @@ def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
     @fail_fast_on_configuration
     def _push(context: dg.AssetExecutionContext, plan: SyncPlan, snow: ServiceNowResource,
               warehouse: WarehouseResource) -> dg.MaterializeResult:
+        started = datetime.now(UTC)
         total = plan.diff.to_push.height + plan.diff.deletions.height
 
+        logged = [0]
+
         def progress(done: int, of: int) -> None:
-            context.log.info(f"{mapping.staging_table}: {done}/{of} rows sent")
+            # About every tenth of the push (and at least 2,000 rows apart): each line is an event the Dagster
+            # instance stores with its own commit, and one per 200-row batch cost seconds on a large push.
+            if done == of or done - logged[0] >= max(PROGRESS_ROWS, of // 10):
+                logged[0] = done
+                context.log.info(f"{mapping.staging_table}: {done}/{of} rows sent")
 
         audit_ctx = AuditContext(context.run.run_id, context.asset_key.to_user_string(),
                                  context.partition_key if target.per_company else None,
                                  attempt=context.retry_number + 1)
         summary = push_plan(plan, snow.client(), warehouse.open(), audit_ctx, progress=progress)
         context.log.info(f"{mapping.target_table}: {summary.outcomes or 'nothing to push'} of {total} rows")
-        metadata: dict[str, object] = {f"outcome_{k}": v for k, v in sorted(summary.outcomes.items())}
-        metadata.update({"dagster/row_count": total, "rejected": plan.held_back.height,
-                         "errors": summary.errors.height})
-        if summary.errors.height:
-            metadata["preview_errors"] = preview_table(summary.errors, ["_business_key", "message"])
+        metadata = push_metadata(plan, summary, context.run.run_id)
+        metadata["servicenow_list"] = servicenow_list_url(warehouse.settings.require("snow_url"),
+                                                          mapping.target_table, started, datetime.now(UTC))
         if summary.unsent_chunks:
             # Everything that did arrive is recorded; what did not is audited as an error. Failing lets the retry
             # policy and the run status say the cycle did not complete.
@@ -192,6 +203,29 @@ def build_push_asset(target: SyncTarget) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata=metadata)
 
     return _push
+
+
+def push_metadata(plan: SyncPlan, summary: PushSummary, run_id: str) -> dict[str, object]:
+    """What one push did, for the UI: the same numeric keys on every run (zeros included), so the Plots tab charts
+    them over time. ``rows_sent_this_run`` counts rows sent by this run, not rows in the table: a push with nothing
+    to send is a 0, and Dagster's ``dagster/row_count`` ("Row count" on the overview) would read as an empty
+    table."""
+    metadata: dict[str, object] = {
+        "rows_sent_this_run": plan.diff.to_push.height + plan.diff.deletions.height,
+        "deactivations_sent": plan.diff.deletions.height,
+        **{outcome: summary.outcomes.get(outcome, 0) for outcome in PUSH_OUTCOMES},
+        **{outcome: n for outcome, n in summary.outcomes.items() if outcome not in (*PUSH_OUTCOMES, "error")},
+        "errors": summary.errors.height,
+        "held_back": plan.held_back.height,
+        "held_back_by_reason": reasons_table(plan.held_back, "_reason"),
+        "errors_by_reason": reasons_table(summary.errors, "message"),
+    }
+    sent = plan.diff.to_push.get_column(BUSINESS_KEY).head(SAMPLES).to_list()
+    failed = summary.errors.get_column(BUSINESS_KEY).head(SAMPLES).to_list()
+    held = plan.held_back.get_column(BUSINESS_KEY).head(SAMPLES).to_list()
+    metadata["audit"] = audit_commands(run_id, [*(("sent", k) for k in sent if k not in failed),
+                                                *(("failed", k) for k in failed), *(("held back", k) for k in held)])
+    return metadata
 
 
 plan_assets = [build_plan_asset(t) for t in TARGETS]
