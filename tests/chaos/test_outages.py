@@ -31,7 +31,8 @@ from tests.chaos.session import FIGURES, SEED
 from tests.defs.conftest import Connector
 from tests.invoice_flow import outbound
 
-pytestmark = pytest.mark.chaos
+# Every stage waits out the whole retry budget of the step that meets the outage, then up to two healthy cycles.
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(2400)]
 
 HEALTHY_CYCLES = 2
 NEW_INVOICES = 3  # approved before each invoice stage, so the stage has work
