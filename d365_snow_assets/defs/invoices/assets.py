@@ -224,7 +224,7 @@ def payment_details(context: dg.AssetExecutionContext, snow: ServiceNowResource,
                      "preview": preview_table(to_push, ["ERP invoice number", "ERP supplier code", "Payment amount",
                                                         "Payment reference ID"]),
                      "trace": trace_lines([*run.summary.errors.get_column(BUSINESS_KEY),
-                                           *to_push.get_column(BUSINESS_KEY)])})
+                                           *to_push.get_column(BUSINESS_KEY)], "payment detail")})
     yield dg.MaterializeResult(metadata=metadata)
     if run.summary.unsent_chunks:
         raise dg.Failure(description=f"{le.upper()}: {run.summary.unsent_chunks} call(s) to "

@@ -4,10 +4,11 @@ the command that shows its whole history."""
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable, Sequence
 
 import dagster as dg
+
+from ..snow_sync.metadata import audit_commands
 
 TRACE_SAMPLES = 5
 
@@ -20,9 +21,8 @@ def counts(values: Iterable[str], keys: Sequence[str]) -> dict[str, int]:
     return found
 
 
-def trace_lines(keys: Iterable[str]) -> dg.MetadataValue:
+def trace_lines(keys: Iterable[str], what: str = "invoice") -> dg.MetadataValue:
     """Up to :data:`TRACE_SAMPLES` distinct business keys, in the order given (put the ones a reader most needs
-    first), each as the ``d365-snow trace`` command to paste; the shell quoting keeps ``|`` and quotes intact."""
+    first), each as the ``d365-snow trace`` command to paste."""
     sample = list(dict.fromkeys(k for k in keys if k))[:TRACE_SAMPLES]
-    lines = [f"    d365-snow trace {shlex.quote(k)}" for k in sample] or ["nothing this run"]
-    return dg.MetadataValue.md("\n".join(lines))
+    return audit_commands(None, [(what, k) for k in sample])

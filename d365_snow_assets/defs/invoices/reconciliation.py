@@ -65,7 +65,8 @@ def invoice_reconciliation(context: dg.AssetExecutionContext, d365: D365Resource
         "reconciled_at": dg.MetadataValue.timestamp(datetime.now(UTC)),
         "totals": _table([result.totals], TOTAL_COLUMNS),
         "mismatch_list": _table(result.mismatches, MISMATCH_COLUMNS),
-        "trace": trace_lines(business_key([le.upper(), m["supplier"], m["invoice"]]) for m in result.mismatches),
+        "trace": trace_lines((business_key([le.upper(), m["supplier"], m["invoice"]]) for m in result.mismatches),
+                             "mismatch"),
     })
 
 

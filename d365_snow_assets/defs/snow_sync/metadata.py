@@ -51,9 +51,10 @@ def reasons_table(frame: pl.DataFrame, reason: str) -> dg.MetadataValue:
     return dg.MetadataValue.table(records, schema=schema)
 
 
-def audit_commands(run_id: str, samples: Sequence[tuple[str, str]]) -> dg.MetadataValue:
+def audit_commands(run_id: str | None, samples: Sequence[tuple[str, str]]) -> dg.MetadataValue:
     """Command lines that open this run's audit: ``d365-snow trace`` per sample key (``replay --key`` too for a
-    failed one), and ``replay --run`` for every failure of the run. ``samples`` are (what happened, key) pairs.
+    failed one), and ``replay --run`` for every failure of the run (only with a ``run_id``: replay re-sends F&O
+    records, not invoices). ``samples`` are (what happened, key) pairs.
 
     Keys are F&O data: each is shell-quoted, and the block's fence is longer than any backtick run inside it, so
     no key can end the code block or the command line early."""
@@ -62,7 +63,10 @@ def audit_commands(run_id: str, samples: Sequence[tuple[str, str]]) -> dg.Metada
         lines.append(f"d365-snow trace {shlex.quote(key)}    # {what}")
         if what == "failed":
             lines.append(f"d365-snow replay --key {shlex.quote(key)}")
-    lines.append(f"d365-snow replay --run {shlex.quote(run_id)}    # every record this run failed, sent again")
+    if run_id is not None:
+        lines.append(f"d365-snow replay --run {shlex.quote(run_id)}    # every record this run failed, sent again")
+    if not lines:
+        return dg.MetadataValue.md("Nothing this run.")
     body = "\n".join(lines)
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", body)), default=0))
     return dg.MetadataValue.md(f"The audit of this run, record by record (run these where the connector runs):\n\n"
