@@ -161,8 +161,9 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) and not isinstance(exc, MaybeWrittenError)
 
 
-AuditFlush = Callable[[list["AuditRecord"]], None]
-"""Persists audit records at once; called with each invoice's records before its ServiceNow write-back."""
+AuditFlush = Callable[[list["AuditRecord"], str | None], None]
+"""Persists audit records at once; called with each invoice's records before its ServiceNow write-back, and with
+the sys_id of the invoice when that write-back is about to mark it ``error`` (else None)."""
 
 
 def audit_rows(results: Iterable[PostingResult], run_id: str, asset_key: str | None = None,
@@ -220,10 +221,11 @@ class _Attempt:
 
     def _writeback(self, status: Literal["processed", "error"], erp_number: str = "", message: str = "",
                    posting_date: date | None = None) -> None:
-        if self.flush and len(self.audit) > self.flushed:
+        if self.flush and (len(self.audit) > self.flushed or status == "error"):
             # What F&O now holds is recorded before ServiceNow is told: a crash after the write-back would
-            # otherwise leave a processed invoice no later run looks at again, and no audit row for it.
-            self.flush(self.audit[self.flushed:])
+            # otherwise leave a processed invoice no later run looks at again, and no audit row for it. An
+            # invoice about to be marked `error` is named whatever failed (its header or one of its lines).
+            self.flush(self.audit[self.flushed:], self.inv.sys_id if status == "error" else None)
             self.flushed = len(self.audit)
         if status == "processed":
             self.sn.mark_processed(self.inv.sys_id, erp_number, posting_date)

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 from ..warehouse import Warehouse, audit, state
 from .model import InvoiceSettings, parse_invoices
-from .payloads import HEADER_ENTITY
 from .posting import AuditRecord, InvoiceLedger, InvoiceStatusWriter, PostingResult, audit_rows, post_invoices
 from .validation import InvoiceReferences, validate_invoices
 
@@ -232,24 +231,22 @@ def _post(poll: InvoicePoll, source: OutboundSource, ledger: InvoiceLedger, serv
     parsed = parse_invoices(scope.poll.headers, scope.poll.lines)
     verdicts = validate_invoices(parsed, InvoiceReferences.from_warehouse(warehouse, [le],
                                                                           settings.cost_center_dimension), settings)
-    sys_id_of = {p.invoice.business_key: p.invoice.sys_id for p in parsed}
     flushed: set[int] = set()
 
     def as_rows(records: Iterable[AuditRecord]) -> list[dict[str, Any]]:
         return [r.as_row(context.run_id, context.asset_key, le, context.attempt) for r in records]
 
-    def flush(records: list[AuditRecord]) -> None:
+    def flush(records: list[AuditRecord], marking_error: str | None) -> None:
         # An invoice about to be marked `error` in ServiceNow joins the retry list in the same transaction as its
         # audit rows: a process killed before the end of the run would otherwise leave a retryable invoice in
-        # `error` off the list (chaos seed 262263). Over-inclusion is harmless: the list committed at the end of
-        # the run keeps only the unfinished ones.
-        failed = {sys_id_of[r.business_key] for r in records
-                  if r.entity == HEADER_ENTITY and r.outcome == "error" and r.business_key in sys_id_of}
+        # `error` off the list (chaos seed 262263; a failed line as much as a failed header). Over-inclusion is
+        # harmless: the list committed at the end of the run keeps only the unfinished ones.
         with warehouse.writer() as con:
-            audit.write_audit(con, as_rows(records))
-            if failed:
+            if records:
+                audit.write_audit(con, as_rows(records))
+            if marking_error is not None:
                 listed = state.get_cursor(con, retry_cursor_name(le), [])
-                state.set_cursor(con, retry_cursor_name(le), sorted({*listed, *failed}))
+                state.set_cursor(con, retry_cursor_name(le), sorted({*listed, marking_error}))
         flushed.update(id(r) for r in records)
 
     results = post_invoices(verdicts, ledger, servicenow, settings, flush=flush, settle=settle)

@@ -126,6 +126,25 @@ def test_fno_unreachable_at_a_create_leaves_the_invoice_on_the_retry_list(wareho
     assert warehouse.get_cursor(retry_cursor_name("usmf")) == []
 
 
+@pytest.mark.parametrize("stage", ["header", "line"])
+def test_an_invoice_is_on_the_retry_list_before_servicenow_hears_it_failed(warehouse: Warehouse, stage: str) -> None:
+    # A process killed right after ServiceNow took `error` and before the run's end must leave the invoice on the
+    # retry list (chaos seed 262263 for a header; a failed line the same way).
+    table = _table("a")
+    ledger = FakeLedger(faults=["ok", "ok", "fail"] if stage == "header" else ["ok", "ok", "ok", "fail"])
+    listed_when_told: list[list[str]] = []
+    tell = table.mark_error
+
+    def mark_error(sys_id: str, message: str) -> None:
+        listed_when_told.append(warehouse.get_cursor(retry_cursor_name("usmf"), []))
+        tell(sys_id, message)
+
+    table.mark_error = mark_error  # type: ignore[method-assign]
+    _run(table, ledger, warehouse)
+
+    assert listed_when_told == [["a"]]
+
+
 def test_servicenow_unreachable_for_the_write_back_leaves_the_invoice_in_progress_for_the_next_run(
         warehouse: Warehouse) -> None:
     table = _table("a", "b")
