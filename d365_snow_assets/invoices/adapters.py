@@ -146,8 +146,12 @@ class ServiceNowOutbound:
 
     def new_pages(self, legal_entity: str, after: Mapping[str, str] | None,
                   page_size: int = 500) -> Iterator[list[dict[str, Any]]]:
-        cursor = KeysetCursor(after["updated_on"], after["sys_id"]) if after else None
         query = scope_query(self.out, legal_entity, self.erp_source, "new")
+        cursor = None
+        if after and after["sys_id"]:
+            cursor = KeysetCursor(after["updated_on"], after["sys_id"])
+        elif after:  # the whole second (run.overlapped)
+            query = query.ge("sys_updated_on", after["updated_on"])
         for page in self.client.iter_keyset(self.out.header_table, query, fields=self.out.header_fields(),
                                             page_size=page_size, cursor=cursor):
             yield [self.out.to_header(r) for r in page.rows]

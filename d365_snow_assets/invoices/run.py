@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..warehouse import Warehouse, audit, state
@@ -55,7 +56,8 @@ class OutboundSource(Protocol):
 
     def new_pages(self, legal_entity: str, after: Mapping[str, str] | None,
                   page_size: int = 500) -> Iterable[list[dict[str, Any]]]:
-        """Our ``new`` invoices of ``legal_entity`` after the position ``after``, in keyset order, page by page."""
+        """Our ``new`` invoices of ``legal_entity`` after the position ``after``, in keyset order, page by page;
+        a blank ``sys_id`` in ``after`` means from the first row of its second on."""
         ...
 
     def in_progress(self, legal_entity: str) -> list[dict[str, Any]]:
@@ -83,6 +85,23 @@ def later_cursor(a: Position | None, b: Position | None) -> Position | None:
 
 
 # -- the poll ----------------------------------------------------------------------------------------------------
+# The `new` poll starts this long before the committed cursor. `sys_updated_on` has one-second resolution
+# (reference/servicenow.md §1.6), so an invoice approved in the cursor's own second after the poll, with a smaller
+# sys_id, sorts behind the cursor; one whose transaction commits after a later one (an inference: ServiceNow stamps
+# before it commits) can too. Only invoices still `new` match, so the re-read costs a few rows. [choice: 60 s]
+POLL_OVERLAP = timedelta(seconds=60)
+SYS_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def overlapped(start: Position | None) -> Position | None:
+    """Where the ``new`` poll reads from: :data:`POLL_OVERLAP` before ``start``, from the first row of that second
+    (a blank sys_id sorts before every sys_id)."""
+    if start is None:
+        return None
+    earlier = datetime.strptime(start["updated_on"], SYS_TIME) - POLL_OVERLAP
+    return {"updated_on": earlier.strftime(SYS_TIME), "sys_id": ""}
+
+
 @dataclass
 class InvoicePoll:
     """The outbound invoices one run works on, and where the poll started."""
@@ -97,12 +116,12 @@ class InvoicePoll:
 
 def poll_invoices(source: OutboundSource, warehouse: Warehouse, legal_entity: str, *,
                   page_size: int = 500) -> InvoicePoll:
-    """``new`` invoices after the committed cursor (DESIGN §6), every ``in_progress`` one, and those on the retry
-    list still waiting (:data:`RETRY_STATUSES`); with their lines."""
+    """``new`` invoices after the committed cursor (DESIGN §6; read from :data:`POLL_OVERLAP` before it), every
+    ``in_progress`` one, and those on the retry list still waiting (:data:`RETRY_STATUSES`); with their lines."""
     start = warehouse.get_cursor(poll_cursor_name(legal_entity))
     headers: dict[str, dict[str, Any]] = {}
     new: list[Position] = []
-    for page in source.new_pages(legal_entity, start, page_size):
+    for page in source.new_pages(legal_entity, overlapped(start), page_size):
         for row in page:
             headers[row["sys_id"]] = row
             new.append(_position(row))
@@ -128,7 +147,8 @@ def waiting_invoice(source: OutboundSource, warehouse: Warehouse, legal_entity: 
     stuck = source.in_progress(legal_entity)
     if stuck:
         return f"in_progress|{stuck[0]['sys_id']}"
-    for page in source.new_pages(legal_entity, warehouse.get_cursor(poll_cursor_name(legal_entity)), page_size=1):
+    for page in source.new_pages(legal_entity, overlapped(warehouse.get_cursor(poll_cursor_name(legal_entity))),
+                                 page_size=1):
         if page:
             return f"{page[0]['sys_updated_on']}|{page[0]['sys_id']}"
     return None
@@ -269,5 +289,5 @@ def _post(poll: InvoicePoll, source: OutboundSource, ledger: InvoiceLedger, serv
 
 
 __all__ = ["POSTING_WAIT_S", "InvoicePoll", "InvoiceRun", "OutboundSource", "PostingScope", "RunContext",
-           "cursor_to_commit", "later_cursor", "poll_cursor_name", "poll_invoices", "post_polled", "posting_lock_name",
-           "retry_cursor_name", "scope_under_lock", "waiting_invoice"]
+           "cursor_to_commit", "later_cursor", "overlapped", "poll_cursor_name", "poll_invoices", "post_polled",
+           "posting_lock_name", "retry_cursor_name", "scope_under_lock", "waiting_invoice"]

@@ -126,6 +126,21 @@ def test_fno_unreachable_at_a_create_leaves_the_invoice_on_the_retry_list(wareho
     assert warehouse.get_cursor(retry_cursor_name("usmf")) == []
 
 
+def test_an_invoice_approved_in_the_cursors_second_behind_it_is_still_polled(warehouse: Warehouse) -> None:
+    # sys_updated_on has one-second resolution: an invoice approved after the poll, in the same second as the last
+    # one polled and with a smaller sys_id, sorts behind the cursor.
+    table = _table("b")
+    _run(table, FakeLedger(), warehouse)
+    cursor = warehouse.get_cursor(poll_cursor_name("usmf"))
+    table.approve(header("a"), [line(1, "a"), line(2, "a")])
+    table.rows["a"]["sys_updated_on"] = cursor["updated_on"]
+
+    run = _run(table, FakeLedger(), warehouse, 2)
+
+    assert [r.sys_id for r in run.results] == ["a"] and table.status_of("a") == "processed"
+    assert warehouse.get_cursor(poll_cursor_name("usmf")) == cursor  # never moved back
+
+
 @pytest.mark.parametrize("stage", ["header", "line"])
 def test_an_invoice_is_on_the_retry_list_before_servicenow_hears_it_failed(warehouse: Warehouse, stage: str) -> None:
     # A process killed right after ServiceNow took `error` and before the run's end must leave the invoice on the
