@@ -76,6 +76,16 @@ def check_value(name: str, op: str, value: str) -> str:
     return value
 
 
+def queryable(name: str, value: str) -> bool:
+    """Whether ``name=value`` can be asked at all (:func:`check_value`): a value with a line break, say, cannot be
+    matched by any encoded query, so a lookup of many values leaves it out rather than failing for all of them."""
+    try:
+        check_value(name, "=", value)
+    except UnsafeQueryError:
+        return False
+    return True
+
+
 @dataclass
 class EncodedQuery:
     """A builder: ``EncodedQuery().eq("a", "x").or_eq("a", "y").gt("n", "5").order_by("sys_id")``.
