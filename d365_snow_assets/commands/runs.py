@@ -174,9 +174,16 @@ def run_cycle(settings: ConnectorSettings, instance: dg.DagsterInstance, *, push
                 break
     finally:
         if cycle_id:
-            record_cycle(instance, definitions, cycle_id, plan, outcomes, started=started,
-                         tags={k: v for k, v in run_tags.items() if k != BACKFILL_ID_TAG},
-                         title=title or f"d365-snow {prefix}")
+            try:
+                record_cycle(instance, definitions, cycle_id, plan, outcomes, started=started,
+                             tags={k: v for k, v in run_tags.items() if k != BACKFILL_ID_TAG},
+                             title=title or f"d365-snow {prefix}")
+            except Exception as exc:
+                # The backfill is the UI's grouping of runs already recorded (through Dagster internals, see
+                # record_cycle): failing to write it must neither turn a completed cycle into a crash nor hide
+                # the error that ended a failed one.
+                logging.getLogger(RUN_LOGGER).warning("the cycle's entry on the Runs page was not written: %s",
+                                                      type(exc).__name__)
     return outcomes
 
 
