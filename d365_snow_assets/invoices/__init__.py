@@ -37,7 +37,6 @@ from d365_snow_assets.invoices.posting import (
     PostedInvoice,
     PostingResult,
     audit_rows,
-    outcome_counts,
     post_invoice,
     post_invoices,
 )
@@ -48,6 +47,6 @@ __all__ = [
     "InvoiceReferences", "InvoiceSettings", "InvoiceStatusWriter", "InvoiceVerdict", "LedgerError",
     "MaybeWrittenError", "NotFoundError", "OutboundInvoice", "ParsedInvoice", "PendingInvoice", "PostedInvoice",
     "PostingResult", "ValidationError", "audit_rows", "dumps_payload", "header_payload", "line_payload",
-    "outcome_counts", "parse_invoice", "parse_invoices", "post_invoice", "post_invoices", "processing_message",
+    "parse_invoice", "parse_invoices", "post_invoice", "post_invoices", "processing_message",
     "validate_invoices",
 ]

@@ -472,11 +472,3 @@ def _not_attempted(verdict: InvoiceVerdict, servicenow: InvoiceStatusWriter, led
     message = messages.not_attempted(verdict.invoice.number)
     attempt._record("error", message=message)
     return attempt._result("error", None, message, retryable=True)
-
-
-def outcome_counts(results: Iterable[PostingResult]) -> dict[str, int]:
-    """Invoices per outcome, for materialization metadata."""
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    return counts
