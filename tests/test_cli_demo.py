@@ -4,9 +4,11 @@ reconciliation, audit totals of both cycles) is mixed in."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import pytest
@@ -25,7 +27,7 @@ PUSH_HEADERS = ["inserted", "updated", "ignored", "skipped", "held back", "error
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     home = tmp_path_factory.mktemp("demo") / "home"
-    with pytest.MonkeyPatch.context():  # the demo sets D365SNOW_* and DAGSTER_HOME for its own runs
+    with mock.patch.dict(os.environ):  # the demo sets D365SNOW_* for its own runs; later tests must not see them
         result = CliRunner().invoke(app, ["demo", "--small", "--home", str(home)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output, home

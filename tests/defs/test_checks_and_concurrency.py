@@ -9,6 +9,7 @@ from collections import Counter
 
 import dagster as dg
 import orjson
+import polars as pl
 import pytest
 
 from d365_snow_assets.commands.runs import open_instance, run_cycle
@@ -62,7 +63,9 @@ def test_po_line_check_blocks_the_push_when_a_line_about_to_be_pushed_breaks_the
         connector: Connector, monkeypatch: pytest.MonkeyPatch) -> None:
     # The plan's own filter is broken (every line passes): the blocking check, which re-reads the reference data
     # and judges the push set itself, must fail with ERROR and keep the lines out of ServiceNow.
-    monkeypatch.setattr(plan_module, "split_valid", lambda rows, refs, **_columns: (rows, rows.head(0)))
+    # (The stub answers as split_valid does: the held-back frame carries its `_reason` column, empty here.)
+    monkeypatch.setattr(plan_module, "split_valid", lambda rows, refs, **_columns: (
+        rows, rows.head(0).with_columns(pl.lit("", dtype=pl.String).alias("_reason"))))
     _hold_back_a_line_in_every_company(connector)
     settings = load_settings()
     outcomes = run_cycle(settings, open_instance(settings), push=True, invoices=False)

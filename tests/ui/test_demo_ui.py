@@ -70,7 +70,7 @@ def test_demo_ui_runs_the_daemon_and_ctrl_c_stops_all_of_it(tmp_path: Path, brow
         page = browser_page
         page.goto(f"{base}/automation", wait_until="load")
         page.get_by_text("fno_poll", exact=True).first.click()  # the sensor's own page says whether it can run
-        page.get_by_text("Standard sensor").first.wait_for(state="visible")
+        page.get_by_text("Latest tick").first.wait_for(state="visible")
         page.wait_for_timeout(2000)  # the daemon status loads after the page
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "demo-ui-sensor.png"), full_page=True)
