@@ -28,6 +28,7 @@ console = Console()
 # Written into every home the demo creates: the only sign that lets a later demo wipe that directory. A path without
 # it may hold anything of the user's (`--home .` once deleted a project), so it is never deleted.
 MARKER = ".d365snow-demo-home"
+DEV_SUPERSEDED = "Function `dev_command` is superseded"  # the start of dagster's warning (dagster 1.13)
 UI_STOP_SECONDS = 30  # `dagster dev` stops its webserver, daemon and code server within seconds
 
 
@@ -161,8 +162,10 @@ def _serve_ui(home: Path, env: dict[str, str], port: int) -> None:
     console.print(f"Dagster UI: http://127.0.0.1:{port}/runs  (webserver and daemon; Ctrl+C to stop)")
     # Our own interpreter and module, no shell and no user-supplied words: nothing untrusted to execute. The cwd is
     # the instance's directory: `dagster dev` would warn about a dagster.yaml in any other working directory.
+    # `dagster dev` warns that `dg dev` supersedes it; a newcomer's first screen is not the place for that.
+    quiet = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), f"ignore:{DEV_SUPERSEDED}:FutureWarning"]))
     process = subprocess.Popen(command, cwd=dagster_home,  # noqa: S603
-                               env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home)})
+                               env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home), "PYTHONWARNINGS": quiet})
     try:
         process.wait()
     except KeyboardInterrupt:

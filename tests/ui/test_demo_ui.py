@@ -87,6 +87,7 @@ def test_demo_ui_runs_the_daemon_and_ctrl_c_stops_all_of_it(tmp_path: Path, brow
     output = (tmp_path / "demo.log").read_text()
     assert code == 0, output[-3000:]
     assert f"Dagster UI: http://127.0.0.1:{port}/runs" in output
+    assert "superseded" not in output  # `dagster dev`'s advice to use `dg dev` is not the newcomer's business
     deadline = time.monotonic() + 30
     while _session_processes(demo.pid) and time.monotonic() < deadline:
         time.sleep(0.5)  # the webserver, daemon and code server exit after their parent
