@@ -8,6 +8,10 @@ import pytest
 
 for _name in [n for n in os.environ if n.startswith("D365SNOW_")]:
     del os.environ[_name]
+# The CLI's rich consoles fix their width when they are made (at import) if COLUMNS is set then, and a
+# pytest-xdist worker starts with COLUMNS=80. Without it they read COLUMNS at each print, so the width a test gives
+# its CliRunner call or subprocess is the width it gets.
+os.environ.pop("COLUMNS", None)
 # msal would otherwise probe the Azure instance metadata service for a region (reference/d365.md §1.2).
 os.environ.pop("MSAL_FORCE_REGION", None)
 

@@ -24,7 +24,7 @@ def test_round_trip_modes_and_ciphertext(tmp_path):
     assert CredentialStore(tmp_path).load() == {"snow_password": "hunter2-secret"}
 
 
-@pytest.mark.parametrize("key", [Fernet.generate_key().decode(), "a long passphrase"])
+@pytest.mark.parametrize("key", [Fernet.generate_key().decode(), "a long passphrase"], ids=["fernet key", "passphrase"])
 def test_master_key_from_env_and_wrong_key(tmp_path, key):
     CredentialStore(tmp_path, key).save({"d365_client_secret": "v"})
     assert not (tmp_path / "master.key").exists()
