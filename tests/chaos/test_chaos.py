@@ -171,8 +171,14 @@ def test_two_syncs_started_at_once_under_faults(chaos_connector: Connector, rng:
     procs = [_spawn_sync(chaos_connector) for _ in range(2)]
     results = [p.communicate(timeout=600) for p in procs]
     for proc, (out, err) in zip(procs, results, strict=True):
-        assert proc.returncode == 0, f"CHAOS_SEED={SEED}: {err[-3000:]!r}"
-        assert orjson.loads(out)["ok"]
+        # Each exits 0, or 1 only for work the faults left to the next run (status tells the truth, DESIGN §7.1):
+        # e.g. an invoice header whose answer was lost twice is looked up again by the next run, not retried here.
+        summary = orjson.loads(out)
+        left = (sum(c.get("errors", 0) for c in summary["pushed"].values())
+                + summary["invoices"].get("retry_next_run", 0))
+        assert proc.returncode == (0 if summary["ok"] else 1), f"CHAOS_SEED={SEED}: {err[-3000:]!r}"
+        assert summary["ok"] or left, f"CHAOS_SEED={SEED}: failed with nothing left to redo: {err[-3000:]!r}"
+        FIGURES["invoices_left_for_next_run"] += summary["invoices"].get("retry_next_run", 0)
     FIGURES["sync_cycles"] += 2
     _count_faults(server)
     server.clear_faults()
