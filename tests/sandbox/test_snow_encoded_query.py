@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from d365_snow_assets.sandbox.servicenow.encoded_query import (
+    candidate_rows,
     compile_query,
     escape_value,
     parse,
@@ -172,3 +173,31 @@ def test_sys_updated_on_keyset_with_ties_exact_shape():
     compiled = compile_query(parse(q), resolve)
     got = sort_rows([r for r in rows if compiled.predicate(r)], compiled.order_by)
     assert ids(got) == ["b" * 32, "c" * 32, "0" * 32]
+
+
+_CONDITIONS = st.sampled_from(["a=x", "a=q", "a=", "aINx,q", "aINq,nope", "b=y", "bINy,n", "n=10", "nIN9,100",
+                               "a!=x", "name=alpha", "c=z^ORb=y", "nope=1", "a=javascript:gs.nope()"])
+
+
+@given(st.lists(st.tuples(st.sampled_from("xq"), st.sampled_from("yn"), st.sampled_from(["10", "9", ""])),
+                max_size=12),
+       st.lists(_CONDITIONS, min_size=1, max_size=3), st.booleans(), st.lists(st.integers(0, 11), max_size=4))
+def test_candidate_rows_narrow_to_exactly_what_a_full_scan_matches(values, conditions, two_groups, edits):
+    """The index fast path of the fake's Table API returns the rows a scan of every row returns, in the same
+    order, also after rows changed the indexed column and for queries it cannot use an index for."""
+    t = table()
+    for i, (a, b, n) in enumerate(values):
+        t.insert({"a": a, "b": b, "n": n, "c": "z", "name": "alpha"}, sys_id=f"{i:02d}", stamp="s", user="u")
+    query = "^".join(conditions) + ("^NQa=q" if two_groups else "")
+    t.find_any("a", ["x"])  # builds the index before the edits, so they must keep it current
+    for i in edits:
+        if f"{i:02d}" in t.rows:
+            t.set_fields(f"{i:02d}", {"a": "q" if t.rows[f"{i:02d}"]["a"] == "x" else "x"})
+    parsed = parse(query)
+
+    def resolve(name: str):
+        return ((lambda r: r.get(name, "")), t.field_type(name)) if t.has_field(name) else None
+
+    compiled = compile_query(parsed, resolve, clock=lambda: 1_700_000_000)
+    narrowed = [r["sys_id"] for r in candidate_rows(t, parsed) if compiled.predicate(r)]
+    assert narrowed == [r["sys_id"] for r in t.rows.values() if compiled.predicate(r)]

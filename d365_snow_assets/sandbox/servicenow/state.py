@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import apo, import_api
 from .dictionary import Dictionary
-from .encoded_query import CompiledQuery, Getter, compile_query, parse, sort_rows
+from .encoded_query import Getter, candidate_rows, compile_query, parse, sort_rows
 from .ratelimit import RateLimiter
 from .schema import (
     CHOICE,
@@ -217,17 +217,15 @@ class SnowState:
             return walk, ftype
         return resolve
 
-    def compile(self, table: Table, query: str) -> CompiledQuery:
-        return compile_query(parse(query), self.resolver(table), self.clock)
-
     def select(self, table_name: str, query: str = "") -> list[dict[str, str]]:
         """Matching rows in query order (insertion order when the query has no ORDERBY: inference, a database
         returns an unspecified order)."""
         with self.lock:
             apo.catch_up(self)
             table = self.tables[table_name]
-            compiled = self.compile(table, query)
-            rows = [r for r in table.rows.values() if compiled.predicate(r)]
+            parsed = parse(query)
+            compiled = compile_query(parsed, self.resolver(table), self.clock)
+            rows = [r for r in candidate_rows(table, parsed, self.clock) if compiled.predicate(r)]
             return sort_rows(rows, compiled.order_by)
 
     # -- writes (business rules run here, whatever the entry point) -------------------------------------------

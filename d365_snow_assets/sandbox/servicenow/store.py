@@ -11,6 +11,7 @@ child row is also a row of each ancestor, as a query on a parent table returns t
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -70,6 +71,7 @@ def to_snow_string(value: Any) -> str:
 
 
 IndexKey = tuple[tuple[str, ...], tuple[bool, ...]]
+_INSERTED = itertools.count()  # a row's place in insertion order, shared by every table of its class chain
 
 
 def _norm(values: Iterable[str], folds: tuple[bool, ...]) -> tuple[str, ...]:
@@ -99,6 +101,8 @@ class Table:
         self.rows: dict[str, dict[str, str]] = {}
         self.children: list[Table] = []
         self.indexes: dict[IndexKey, dict[tuple[str, ...], list[str]]] = {}
+        # Index buckets lose insertion order when a row's indexed value changes (it is re-added at the end).
+        self._inserted: dict[str, int] = {}
         if parent is not None:
             parent.children.append(self)
 
@@ -189,8 +193,15 @@ class Table:
         """Rows whose ``columns`` equal ``key`` in insertion order; a True in ``folds`` compares that column
         without regard to case."""
         folds = folds or (False,) * len(columns)
-        ids = self._bucket_index(columns, folds).get(_norm(key, folds), [])
-        return [self.rows[i] for i in ids]
+        return self._in_order(self._bucket_index(columns, folds).get(_norm(key, folds), []))
+
+    def find_any(self, column: str, values: Iterable[str]) -> list[dict[str, str]]:
+        """Rows whose ``column`` equals one of ``values`` (case-sensitive), in insertion order."""
+        index = self._bucket_index((column,), (False,))
+        return self._in_order({sys_id for value in set(values) for sys_id in index.get((value,), [])})
+
+    def _in_order(self, ids: Iterable[str]) -> list[dict[str, str]]:
+        return [self.rows[i] for i in sorted(ids, key=self._inserted.__getitem__)]
 
     def lookup(self, columns: tuple[str, ...], key: tuple[str, ...],
                folds: tuple[bool, ...] | None = None) -> dict[str, str] | None:
@@ -225,8 +236,10 @@ class Table:
                    sys_updated_by=user, sys_mod_count="0")
         if "sys_class_name" in row:
             row["sys_class_name"] = self.name
+        inserted = next(_INSERTED)
         for table in self._chain():
             table.rows[sys_id] = row
+            table._inserted[sys_id] = inserted
             table._index(row)
         return row
 
@@ -263,6 +276,7 @@ class Table:
         for table in owner._chain():
             table._unindex(row)
             table.rows.pop(sys_id, None)
+            table._inserted.pop(sys_id, None)
         return True
 
     def display_value(self, row: dict[str, str]) -> str:
