@@ -9,6 +9,7 @@ custom callbacks sharing mutable state; as a loop it is one screen that reads to
 
 from __future__ import annotations
 
+import functools
 import random
 import ssl
 import threading
@@ -121,7 +122,22 @@ def throttle_wait(response: httpx.Response, now: float) -> float | None:
 
 
 def build_ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """System trust store plus ``ca_bundle`` (D365SNOW_CA_BUNDLE). Verification is never turned off."""
+    """System trust store plus ``ca_bundle`` (D365SNOW_CA_BUNDLE). Verification is never turned off.
+
+    Every run builds several clients, and reading the system trust store costs tens of milliseconds each time: the
+    context is shared while the bundle file is unchanged (an edited or replaced bundle gives a new one)."""
+    version: tuple[int, int, int] | None = None
+    if ca_bundle is not None:
+        try:
+            stat = ca_bundle.stat()
+            version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            pass  # unreadable: _ssl_context reports it as a configuration error
+    return _ssl_context(ca_bundle, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca_bundle: Path | None, _version: tuple[int, int, int] | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if ca_bundle is not None:
         try:

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import shutil
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
-from d365_snow_assets.clients.errors import AuthError, MaybeWrittenError, ThrottledError, TransientError
-from d365_snow_assets.clients.transport import RetryPolicy, Transport, cut_off_read, parse_retry_after
+from d365_snow_assets.clients.errors import (
+    AuthError,
+    ConfigurationError,
+    MaybeWrittenError,
+    ThrottledError,
+    TransientError,
+)
+from d365_snow_assets.clients.transport import (
+    RetryPolicy,
+    Transport,
+    build_ssl_context,
+    cut_off_read,
+    parse_retry_after,
+)
+from d365_snow_assets.sandbox.tls import make_tls_files
 
 from .conftest import FakeSleep
 
@@ -161,3 +178,29 @@ def test_cut_off_read_only_flags_truncated_json_reads(method: str, body: bytes, 
     response = httpx.Response(200, content=body, headers={"Content-Type": content_type},
                               request=httpx.Request(method, "https://x.test/data/VendorsV2"))
     assert (cut_off_read(response) is not None) is broken
+
+
+def _serial(pem: Path) -> str:
+    return f"{x509.load_pem_x509_certificate(pem.read_bytes()).serial_number:X}"
+
+
+def _trusts(context: ssl.SSLContext, pem: Path) -> bool:
+    return _serial(pem).lstrip("0") in {cert["serialNumber"].lstrip("0") for cert in context.get_ca_certs()}
+
+
+def test_the_tls_context_is_shared_until_the_ca_bundle_file_changes(tmp_path):
+    first, second = make_tls_files(tmp_path / "a"), make_tls_files(tmp_path / "b")
+    bundle = tmp_path / "ca.pem"
+    shutil.copy(first.ca_pem, bundle)
+    context = build_ssl_context(bundle)
+    assert build_ssl_context(bundle) is context
+    assert _trusts(context, first.ca_pem) and not _trusts(context, second.ca_pem)
+
+    bundle.unlink()  # replaced by a new file (another inode), as a deploy or a certificate renewal does
+    shutil.copy(second.ca_pem, bundle)
+    renewed = build_ssl_context(bundle)
+    assert _trusts(renewed, second.ca_pem) and not _trusts(renewed, first.ca_pem)
+
+    bundle.write_text("not a certificate")
+    with pytest.raises(ConfigurationError, match="D365SNOW_CA_BUNDLE"):
+        build_ssl_context(bundle)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -200,8 +200,10 @@ class Table:
         index = self._bucket_index((column,), (False,))
         return self._in_order({sys_id for value in set(values) for sys_id in index.get((value,), [])})
 
-    def _in_order(self, ids: Iterable[str]) -> list[dict[str, str]]:
-        return [self.rows[i] for i in sorted(ids, key=self._inserted.__getitem__)]
+    def _in_order(self, ids: Collection[str]) -> list[dict[str, str]]:
+        if len(ids) > 1:
+            ids = sorted(ids, key=self._inserted.__getitem__)
+        return [self.rows[i] for i in ids]
 
     def lookup(self, columns: tuple[str, ...], key: tuple[str, ...],
                folds: tuple[bool, ...] | None = None) -> dict[str, str] | None:
