@@ -47,7 +47,14 @@ from .errors import (
     TransientError,
     ValidationError,
 )
-from .transport import RetryPolicy, Transport, cut_off_read, is_tls_verification_failure, tls_failure_message
+from .transport import (
+    RetryPolicy,
+    Transport,
+    cut_off_read,
+    is_tls_verification_failure,
+    json_object,
+    tls_failure_message,
+)
 
 log = get_logger(__name__)
 
@@ -514,7 +521,7 @@ class D365Client:
 
     @staticmethod
     def _json(response: httpx.Response | bytes) -> dict[str, Any]:
-        return paging.json_object(response if isinstance(response, bytes) else response.content)
+        return json_object(response if isinstance(response, bytes) else response.content, SYSTEM)
 
     def token(self) -> str:
         """A valid access token (acquired through msal; cached until 5 minutes before expiry)."""

@@ -36,6 +36,7 @@ import orjson
 from ..redaction import get_logger
 from . import key_ranges, odata
 from .errors import TransientError
+from .transport import json_object
 
 log = get_logger(__name__)
 
@@ -51,18 +52,6 @@ _COUNT = re.compile(rb'"@odata\.count":\s*(\d+)')
 _LENGTH = struct.Struct(">Q")
 
 
-def json_object(content: bytes) -> dict[str, Any]:
-    """A response body as a JSON object; a body that is not one is a transient failure (a cut-off answer)."""
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise TransientError("F&O answered with a body that is not JSON; the answer was cut off.",
-                             system=SYSTEM) from None
-    if not isinstance(data, dict):
-        raise TransientError("F&O answered with an unexpected JSON shape.", system=SYSTEM)
-    return data
-
-
 def next_link(content: bytes) -> str | None:
     """The page's ``@odata.nextLink``.
 
@@ -76,7 +65,7 @@ def next_link(content: bytes) -> str | None:
     try:
         tail = orjson.loads(b"{" + content[at:])
     except orjson.JSONDecodeError:
-        tail = json_object(content)
+        tail = json_object(content, SYSTEM)
     if not isinstance(tail, dict):  # pragma: no cover - orjson only yields a dict for an object
         return None
     link = tail.get("@odata.nextLink")
@@ -90,7 +79,7 @@ def page_rows(content: bytes) -> int:
     rows = content.count(_ETAG_KEY)
     if rows:
         return rows
-    value = json_object(content).get("value")
+    value = json_object(content, SYSTEM).get("value")
     if not isinstance(value, list):
         raise TransientError("F&O answered a read without a 'value' list.", system=SYSTEM)
     return len(value)
@@ -283,7 +272,7 @@ class RangeRead:
         """The key at ``offset`` in F&O's key order (one row, keys only), if it can be a boundary."""
         query = {**self._params, "$select": ",".join(self._keys), "$orderby": ",".join(self._keys), "$top": "1",
                  "$skip": str(offset)}
-        rows = json_object(self._read_page(self.entity_set, self.entity_set, query, page=False)).get("value")
+        rows = json_object(self._read_page(self.entity_set, self.entity_set, query, page=False), SYSTEM).get("value")
         return key_ranges.usable_boundary(self._keys, rows[0] if isinstance(rows, list) and rows else None)
 
     def _read_range(self, index: int, condition: odata.Filter | None) -> _Spool | None:
@@ -337,4 +326,4 @@ class RangeRead:
                              f"the extraction is tried again later.", system=SYSTEM)
 
 
-__all__ = ["RangeRead", "RangeReadStats", "json_object", "next_link", "odata_count", "page_rows"]
+__all__ = ["RangeRead", "RangeReadStats", "next_link", "odata_count", "page_rows"]

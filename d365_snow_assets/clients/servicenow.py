@@ -30,7 +30,7 @@ from .errors import (
     TransientError,
     ValidationError,
 )
-from .transport import RetryPolicy, Transport, cut_off_read
+from .transport import RetryPolicy, Transport, cut_off_read, json_object
 
 log = get_logger(__name__)
 
@@ -318,14 +318,7 @@ class ServiceNowClient:
 
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any]:
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise TransientError("ServiceNow answered with a body that is not JSON; the answer was cut off.",
-                                 system=SYSTEM) from None
-        if not isinstance(data, dict):
-            raise TransientError("ServiceNow answered with an unexpected JSON shape.", system=SYSTEM)
-        return data
+        return json_object(response.content, SYSTEM)
 
     @staticmethod
     def _table_path(table: str, sys_id: str | None = None) -> str:

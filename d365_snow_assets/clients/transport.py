@@ -148,6 +148,18 @@ def _ssl_context(ca_bundle: Path | None, _version: tuple[int, int, int] | None) 
     return context
 
 
+def json_object(content: bytes, system: str) -> dict[str, Any]:
+    """A response body as a JSON object; a body that is not one is a transient failure (a cut-off answer)."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise TransientError(f"{system} answered with a body that is not JSON; the answer was cut off.",
+                             system=system) from None
+    if not isinstance(data, dict):
+        raise TransientError(f"{system} answered with an unexpected JSON shape.", system=system)
+    return data
+
+
 @dataclass
 class CallStats:
     """Counters of one transport, for tests and progress output."""
