@@ -117,6 +117,14 @@ class Catalog:
     lines: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     active_accounts: set[str] = field(default_factory=set)
     cost_centers: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)  # le ("" = shared) -> (code, ok)
+    # Filled on first use: the catalog does not change once loaded, and planning asks again for every invoice.
+    _pushable_lines: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+
+    def pushable_lines(self, po: dict[str, Any]) -> list[dict[str, Any]]:
+        key = (str(po["dataAreaId"]).lower(), str(po["PurchaseOrderNumber"]))
+        if key not in self._pushable_lines:
+            self._pushable_lines[key] = [x for x in self.lines.get(key, []) if self.pushable(key[0], x)]
+        return self._pushable_lines[key]
 
     def centers(self, le: str, active: bool) -> list[str]:
         return [c for c, ok in self.cost_centers.get(le, []) + self.cost_centers.get("", []) if ok == active]
@@ -217,11 +225,7 @@ def _plan(state: SnowState, cat: Catalog, rng: random.Random, n: int, kind: str 
             return False  # the connector holds back an account naming two parties: no supplier would exist
         return (str(vendor.get("OnHoldStatus") or "No") in BLOCKING_HOLDS) == on_hold
 
-    def lines_of(po: dict[str, Any]) -> list[dict[str, Any]]:
-        le = str(po["dataAreaId"]).lower()
-        return [x for x in cat.lines.get((le, str(po["PurchaseOrderNumber"])), []) if cat.pushable(le, x)]
-
-    candidates = [po for po in cat.pos if lines_of(po)]
+    candidates = [po for po in cat.pos if cat.pushable_lines(po)]
     held = [po for po in candidates if vendor_ok(po, on_hold=True)]
     if kind == "vendor_on_hold" and not held:
         kind = "amount_mismatch"
@@ -233,7 +237,7 @@ def _plan(state: SnowState, cat: Catalog, rng: random.Random, n: int, kind: str 
     if kind == "suspended_cost_center" and not cat.centers(le, active=False):
         kind = "unknown_gl_account"
     vendor = _vendor_of(po)
-    po_lines = lines_of(po)
+    po_lines = cat.pushable_lines(po)
     picked = po_lines[: rng.randint(1, min(3, len(po_lines)))]
     tax_rate = Decimal(rng.choice(("0", "0.05", "0.1", "0.2")))
     lines: list[PlannedLine] = []
