@@ -533,19 +533,21 @@ class ServiceNowClient:
         """Per import set in ``set_ids``, its per-row results in ``sys_import_row`` order, once transformed.
 
         The staging rows are read first and are themselves the progress signal: a set whose expected rows are all
-        there and none ``pending`` is done, so a finished batch costs this one read and no state poll. Sets still
-        pending are re-read after a backoff; from the second wait on, their ``sys_import_set`` state is polled
-        too, because a cancelled set leaves rows pending forever (those become errors).
+        there and none ``pending`` is done, so a finished batch costs this one read and no state poll. While sets
+        are still transforming, a count of their finished rows (a one-row read's ``X-Total-Count``, reference
+        §1.4) tells how far the instance is, and their rows are read again only once the count says they are all
+        finished (or the instance sends no count): re-reading thousands of pending rows on every poll loaded the
+        instance the connector was waiting for. From the second wait on, the sets' ``sys_import_set`` state is
+        polled too, because a cancelled set leaves rows pending forever (those become errors).
         """
         deadline = self._clock() + timeout_s
         interval = 0.05
         states: dict[str, str] = {}
         final: dict[str, list[dict[str, Any]]] = {}
         waiting = list(set_ids)
-        reads = 0
+        waits = 0
         while True:
             staged = self._import_rows(waiting, sum(expected[s] for s in waiting))
-            reads += 1
             still = []
             for set_id in waiting:
                 set_rows = staged[set_id]
@@ -558,15 +560,22 @@ class ServiceNowClient:
             waiting = still
             if not waiting:
                 break
-            if self._clock() > deadline:
-                set_id = waiting[0]
-                raise TransientError(f"ServiceNow did not transform import set {set_id} ({staging}) within "
-                                     f"{timeout_s:.0f} s (state {states.get(set_id, 'loading')!r}); the rows stay "
-                                     f"in the staging table and the next sync re-sends them.", system=SYSTEM)
-            self._poll_sleep(interval)
-            interval = min(interval * 2, 2.0)
-            if reads >= 2:
-                states.update(self._import_set_states(waiting))
+            while True:
+                if self._clock() > deadline:
+                    set_id = waiting[0]
+                    raise TransientError(f"ServiceNow did not transform import set {set_id} ({staging}) within "
+                                         f"{timeout_s:.0f} s (state {states.get(set_id, 'loading')!r}); the rows "
+                                         f"stay in the staging table and the next sync re-sends them.", system=SYSTEM)
+                self._poll_sleep(interval)
+                interval = min(interval * 2, 2.0)
+                waits += 1
+                if waits >= 2:
+                    states.update(self._import_set_states(waiting))
+                if all(states.get(s) in ("processed", "cancelled") for s in waiting):
+                    break
+                finished = self._finished_rows(waiting)
+                if finished is None or finished >= sum(expected[s] for s in waiting):
+                    break
         out: dict[str, list[ImportRowResult]] = {}
         for set_id in set_ids:
             set_rows = final[set_id]
@@ -596,10 +605,23 @@ class ServiceNowClient:
                                              page_size=len(set_ids))
                 for r in page}
 
+    @staticmethod
+    def _rows_of(set_ids: Sequence[str]) -> EncodedQuery:
+        return (EncodedQuery().eq("sys_import_set", set_ids[0]) if len(set_ids) == 1
+                else EncodedQuery().in_("sys_import_set", set_ids))
+
+    def _finished_rows(self, set_ids: Sequence[str]) -> int | None:
+        """How many rows of ``set_ids`` are no longer ``pending``; None when the answer carries no count."""
+        params = {"sysparm_query": str(self._rows_of(set_ids).ne("sys_import_state", "pending")),
+                  "sysparm_limit": "1", "sysparm_fields": "sys_id"}
+        response = self._send("GET", self._table_path("sys_import_set_row"), "the count of transformed import rows",
+                              params=params, ok=(200,))
+        count = response.headers.get("x-total-count", "").strip()
+        return int(count) if count.isdigit() else None
+
     def _import_rows(self, set_ids: Sequence[str], want: int) -> dict[str, list[dict[str, Any]]]:
         """The ``sys_import_set_row`` rows of ``set_ids`` (one request when they fit one page)."""
-        query = (EncodedQuery().eq("sys_import_set", set_ids[0]) if len(set_ids) == 1
-                 else EncodedQuery().in_("sys_import_set", set_ids)).order_by("sys_import_row")
+        query = self._rows_of(set_ids).order_by("sys_import_row")
         staged: dict[str, list[dict[str, Any]]] = {s: [] for s in set_ids}
         seen = offset = 0
         page_size = min(max(want, 1), 10_000)  # the Table API's page cap (§1.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,9 @@ from sandbox.snow_world import push_in_process
 from d365_snow_assets.clients.encoded_query import EncodedQuery
 from d365_snow_assets.clients.errors import AuthError, TransientError
 from d365_snow_assets.clients.servicenow import ServiceNowClient
+from d365_snow_assets.sandbox.config import SandboxConfig, SandboxDataSize
 from d365_snow_assets.sandbox.faults import FaultProfile
+from d365_snow_assets.sandbox.server import SandboxServer
 
 from .conftest import settings_for
 
@@ -164,6 +167,32 @@ def test_insert_multiple_async_and_sync(server, snow):
     # The single-row API takes column names (its documented sample does).
     one = snow.import_one(SUPPLIER, {"erp_source": "D365FO", "erp_company_code": "S0000", "legal_name": "changed"})
     assert one.status == "updated" and one.target_sys_id == target["S0000"]
+
+
+def test_rows_still_transforming_are_counted_not_read_again_on_every_poll():
+    """A window the instance has not transformed yet is read once, then only counted (a one-row read) until the
+    count says it is done, then read once more: not 1 + one full read per poll."""
+    with SandboxServer(SandboxConfig(data=SandboxDataSize.small())) as srv:
+        world = srv.world.snow
+        world.set_switches(async_delay_s=3600)  # the instance's scheduler never picks the set up by itself
+        polls: list[float] = []
+
+        def poll_sleep(seconds: float) -> None:
+            polls.append(seconds)
+            if len(polls) == 4:
+                world.drain_imports()  # the transform finishes while the connector waits for the 4th time
+
+        reads: list[httpx.Request] = []
+        with ServiceNowClient(settings_for(srv), poll_sleep=poll_sleep) as client:
+            client.transport.client.event_hooks["request"].append(
+                lambda request: reads.append(request) if request.url.path.endswith("/sys_import_set_row") else None)
+            results = client.insert_multiple(SUPPLIER, [supplier(f"W{i:03d}", f"W {i}") for i in range(450)])
+    assert [r.status for r in results] == ["inserted"] * 450
+    full = [r for r in reads if r.url.params.get("sysparm_limit") != "1"]
+    counts = [r for r in reads if r.url.params.get("sysparm_limit") == "1"]
+    assert len(polls) == 4
+    assert len(full) == 2  # before the first wait, and once the transform is done
+    assert len(counts) == 3 and all("sys_import_state!=pending" in r.url.params["sysparm_query"] for r in counts)
 
 
 def test_parallel_insert_multiple_keeps_every_result_on_its_row_through_faults(server, snow):
