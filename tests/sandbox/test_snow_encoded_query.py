@@ -201,3 +201,7 @@ def test_candidate_rows_narrow_to_exactly_what_a_full_scan_matches(values, condi
     compiled = compile_query(parsed, resolve, clock=lambda: 1_700_000_000)
     narrowed = [r["sys_id"] for r in candidate_rows(t, parsed) if compiled.predicate(r)]
     assert narrowed == [r["sys_id"] for r in t.rows.values() if compiled.predicate(r)]
+    for value in ("x", "q"):  # coalesce updates "only the first matching record": the first inserted
+        first = next((r for r in t.rows.values() if r["a"] == value), None)
+        assert t.lookup(("a",), (value,)) is first
+        assert t.lookup(("a",), (value.upper(),), (True,)) is first

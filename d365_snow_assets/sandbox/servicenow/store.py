@@ -11,10 +11,12 @@ child row is also a row of each ancestor, as a query on a parent table returns t
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,7 +49,12 @@ class Field:
 
 def utc_stamp(epoch: float) -> str:
     """ServiceNow's raw date-time: UTC, ``YYYY-MM-DD HH:MM:SS``, whole seconds."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(epoch)))
+    return _stamp_of_second(int(epoch))
+
+
+@functools.lru_cache(maxsize=256)  # every write stamps its row, thousands of them in the same second
+def _stamp_of_second(second: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
 
 
 def to_snow_string(value: Any) -> str:
@@ -75,11 +82,17 @@ _INSERTED = itertools.count()  # a row's place in insertion order, shared by eve
 
 
 def _norm(values: Iterable[str], folds: tuple[bool, ...]) -> tuple[str, ...]:
+    if True not in folds:
+        return tuple(values)
+    if False not in folds:
+        return tuple(v.casefold() for v in values)
     return tuple(v.casefold() if fold else v for v, fold in zip(values, folds, strict=True))
 
 
 class Table:
     """One table: its columns (own and inherited), rows in insertion order, and lookup indexes."""
+
+    _column_changes = 0  # of every table: keys each table's cache of its merged columns
 
     def __init__(self, name: str, fields: Iterable[Field], *, display_field: str = "sys_id",
                  label: str | None = None, parent: Table | None = None, scope: str = "global") -> None:
@@ -96,8 +109,7 @@ class Table:
         for f in fields:
             self.own_fields[f.name] = f
         self.display_field = display_field
-        self._version = 0  # bumped on every column change; keys the caches below
-        self._cache: tuple[tuple[int, ...], dict[str, Field], dict[str, list[str]]] | None = None
+        self._cache: tuple[int, dict[str, Field], dict[str, list[str]]] | None = None
         self.rows: dict[str, dict[str, str]] = {}
         self.children: list[Table] = []
         self.indexes: dict[IndexKey, dict[tuple[str, ...], list[str]]] = {}
@@ -116,11 +128,11 @@ class Table:
         return out
 
     def _columns(self) -> tuple[dict[str, Field], dict[str, list[str]]]:
-        chain = [*reversed(self.ancestors), self]
-        key = tuple(t._version for t in chain)
+        # Valid until any table's columns change (a parent's change is a child's too); checked on every row write.
+        key = Table._column_changes
         if self._cache is None or self._cache[0] != key:
             merged: dict[str, Field] = {}
-            for table in chain:
+            for table in [*reversed(self.ancestors), self]:
                 merged.update(table.own_fields)
             labels: dict[str, list[str]] = {}
             for name, f in merged.items():
@@ -161,19 +173,19 @@ class Table:
     def set_field(self, f: Field) -> None:
         """Add or replace one of this table's own columns; existing rows get it empty."""
         self.own_fields[f.name] = f
-        self._version += 1
+        Table._column_changes += 1
         for row in self.rows.values():
             row.setdefault(f.name, "")
 
     def update_field(self, name: str, **changes: Any) -> Field:
         self.own_fields[name] = replace(self.own_fields[name], **changes)
-        self._version += 1
+        Table._column_changes += 1
         return self.own_fields[name]
 
     def drop_field(self, name: str) -> None:
         """Remove an own column and its values (a real instance drops the column's data with it)."""
         del self.own_fields[name]
-        self._version += 1
+        Table._column_changes += 1
         self.indexes = {k: v for k, v in self.indexes.items() if name not in k[0]}
         for row in self.rows.values():
             row.pop(name, None)
@@ -208,17 +220,25 @@ class Table:
     def lookup(self, columns: tuple[str, ...], key: tuple[str, ...],
                folds: tuple[bool, ...] | None = None) -> dict[str, str] | None:
         """The first matching row (coalesce: "only the first matching record is updated")."""
-        found = self.find(columns, key, folds)
-        return found[0] if found else None
+        folds = folds or (False,) * len(columns)
+        ids = self._bucket_index(columns, folds).get(_norm(key, folds))
+        if not ids:
+            return None
+        return self.rows[ids[0] if len(ids) == 1 else min(ids, key=self._inserted.__getitem__)]
 
-    def _unindex(self, row: dict[str, str]) -> None:
+    def _unindex(self, row: dict[str, str], columns: AbstractSet[str] | None = None) -> None:
+        """Take ``row`` out of the indexes (only those on ``columns``, when given)."""
         for (cols, folds), index in self.indexes.items():
+            if columns is not None and columns.isdisjoint(cols):
+                continue
             bucket = index.get(_norm((row.get(c, "") for c in cols), folds))
             if bucket and row["sys_id"] in bucket:
                 bucket.remove(row["sys_id"])
 
-    def _index(self, row: dict[str, str]) -> None:
+    def _index(self, row: dict[str, str], columns: AbstractSet[str] | None = None) -> None:
         for (cols, folds), index in self.indexes.items():
+            if columns is not None and columns.isdisjoint(cols):
+                continue
             index.setdefault(_norm((row.get(c, "") for c in cols), folds), []).append(row["sys_id"])
 
     def _chain(self) -> list[Table]:
@@ -261,11 +281,12 @@ class Table:
         """Change columns as part of the current write (a before-rule's effect): no new stamp or mod count."""
         row = self.rows[sys_id]
         chain = self._chain()
+        changed = values.keys()
         for table in chain:
-            table._unindex(row)
+            table._unindex(row, changed)
         row.update(values)
         for table in chain:
-            table._index(row)
+            table._index(row, changed)
 
     def delete(self, sys_id: str) -> bool:
         """Delete a row from its own class's table and every ancestor (deleting through a parent deletes it)."""
