@@ -138,20 +138,24 @@ def poll_invoices(source: OutboundSource, warehouse: Warehouse, legal_entity: st
 
 
 def waiting_invoice(source: OutboundSource, warehouse: Warehouse, legal_entity: str) -> str | None:
-    """What the next run of ``legal_entity`` would take up first (an invoice on the retry list, one left
-    ``in_progress``, or the first ``new`` one after the committed cursor), as a short key; None when nothing waits.
-    The same three roads as :func:`poll_invoices`, so whatever a run would pick up, the sensor sees."""
+    """What the next run of ``legal_entity`` would take up, as a short key: the first invoice on the retry list, the
+    first one left ``in_progress`` and the first ``new`` one after the committed cursor, each where there is one;
+    None when nothing waits. The same three roads as :func:`poll_invoices`, so whatever a run would pick up, the
+    sensor sees. Each road has its part, so an invoice approved while another waits on the retry list changes the
+    key and gets its run now, not when the retry's hour is over."""
+    parts = []
     listed = warehouse.get_cursor(retry_cursor_name(legal_entity), [])
     if listed:
-        return f"retry|{listed[0]}"
+        parts.append(f"retry|{listed[0]}")
     stuck = source.in_progress(legal_entity)
     if stuck:
-        return f"in_progress|{stuck[0]['sys_id']}"
+        parts.append(f"in_progress|{stuck[0]['sys_id']}")
     for page in source.new_pages(legal_entity, overlapped(warehouse.get_cursor(poll_cursor_name(legal_entity))),
                                  page_size=1):
         if page:
-            return f"{page[0]['sys_updated_on']}|{page[0]['sys_id']}"
-    return None
+            parts.append(f"{page[0]['sys_updated_on']}|{page[0]['sys_id']}")
+            break
+    return "+".join(parts) or None
 
 
 # -- posting -----------------------------------------------------------------------------------------------------

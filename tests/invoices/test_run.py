@@ -225,6 +225,17 @@ def test_an_invoice_a_killed_run_left_in_progress_is_seen_waiting_and_taken_up(w
     _all_processed_once(table, ledger, ("a",))
 
 
+def test_an_invoice_approved_while_another_waits_on_the_retry_list_changes_the_sensors_key(
+        warehouse: Warehouse) -> None:
+    """The sensor's run key holds its waiting invoices and the hour: an approval must make a new key at once, or it
+    waits for the retry's hour to end."""
+    table = _table("a")
+    _run(table, FakeLedger(faults=["ok", "ok", "fail"]), warehouse)  # a's header create fails: a is on the retry list
+    assert waiting_invoice(table, warehouse, "usmf") == "retry|a"
+    table.approve(header("b"), [line(1, "b")])
+    assert waiting_invoice(table, warehouse, "usmf") == f"retry|a+{table.rows['b']['sys_updated_on']}|b"
+
+
 def test_the_sensor_sees_what_the_next_run_takes_up(warehouse: Warehouse) -> None:
     table, ledger = _table("a"), FakeLedger()
     assert waiting_invoice(table, warehouse, "usmf") == f"{table.rows['a']['sys_updated_on']}|a"

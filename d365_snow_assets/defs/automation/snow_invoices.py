@@ -1,8 +1,9 @@
 """React to invoices approved in ServiceNow: request the invoice round trip of each legal entity that has some.
 
 The sensor keeps no position of its own. It asks what the next run would take up (``invoices/run.py``
-``waiting_invoice``): an invoice on the retry list, one left ``in_progress`` by a run that stopped, or the first
-``new`` invoice after the keyset cursor that the posting run commits together with its work (DESIGN §6). That
+``waiting_invoice``): the first invoice on the retry list, the first left ``in_progress`` by a run that stopped,
+and the first ``new`` invoice after the keyset cursor that the posting run commits together with its work
+(DESIGN §6). That
 cursor never moves past an invoice whose outcome is not final, so a failed run leaves its invoices waiting and
 the same invoices are requested again.
 """
@@ -23,8 +24,9 @@ from ...sync.targets import load_mappings
 from ...warehouse import Warehouse
 from ..jobs import invoice_round_trip
 
-# A run key names the first waiting invoice and the hour: the same invoices never launch twice within an hour, and
-# a run that failed is tried again in the next hour rather than never (Dagster launches each run key only once).
+# A run key names the waiting invoices (the first of each kind) and the hour: the same invoices never launch twice
+# within an hour, a run that failed is tried again in the next hour rather than never (Dagster launches each run key
+# only once), and a new approval makes a new key at once, also while another invoice waits for its retry.
 RETRY_WINDOW_S = 60 * 60
 
 
