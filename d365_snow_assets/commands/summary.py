@@ -240,7 +240,8 @@ INVOICE_LEGEND = {
     "posted": "F&O had already posted it: ServiceNow got the voucher, F&O was not written",
     "skipped": "already processed: nothing to do",
     "rejected": "not posted: it fails a check (reasons below), shown to the AP clerk in ServiceNow",
-    "errors": "F&O or ServiceNow failed: the next cycle tries again",
+    "errors": "F&O refused it or a system failed: its message in ServiceNow says what to correct, or that the "
+              "next cycle tries again",
     "retry next run": "F&O's answer was lost and a second look did not find it: the next cycle looks again",
 }
 
