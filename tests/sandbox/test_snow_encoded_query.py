@@ -205,3 +205,17 @@ def test_candidate_rows_narrow_to_exactly_what_a_full_scan_matches(values, condi
         first = next((r for r in t.rows.values() if r["a"] == value), None)
         assert t.lookup(("a",), (value,)) is first
         assert t.lookup(("a",), (value.upper(),), (True,)) is first
+
+
+def test_a_child_tables_index_follows_writes_made_through_its_parent_and_dropped_parent_columns():
+    parent = Table("parent", [Field("st")])
+    child = Table("child", [], parent=parent)
+    child.insert({"st": "approved"}, sys_id="x1", stamp="s", user="u")
+    assert child.find_any("st", ["approved"]) == [child.rows["x1"]]  # the index exists before the write
+    parent.set_fields("x1", {"st": "paid"})  # e.g. a PATCH on the parent table
+    assert child.find_any("st", ["paid"]) == [child.rows["x1"]] and child.find_any("st", ["approved"]) == []
+    assert child.lookup(("st",), ("paid",)) is child.rows["x1"]
+
+    parent.drop_field("st")
+    parent.set_field(Field("st"))  # the column comes back empty on every row
+    assert child.find_any("st", [""]) == [child.rows["x1"]]

@@ -186,7 +186,10 @@ class Table:
         """Remove an own column and its values (a real instance drops the column's data with it)."""
         del self.own_fields[name]
         Table._column_changes += 1
-        self.indexes = {k: v for k, v in self.indexes.items() if name not in k[0]}
+        tables = [self]
+        for table in tables:  # this table and every table that inherits the column
+            tables.extend(table.children)
+            table.indexes = {k: v for k, v in table.indexes.items() if name not in k[0]}
         for row in self.rows.values():
             row.pop(name, None)
 
@@ -280,7 +283,8 @@ class Table:
     def set_fields(self, sys_id: str, values: dict[str, str]) -> None:
         """Change columns as part of the current write (a before-rule's effect): no new stamp or mod count."""
         row = self.rows[sys_id]
-        chain = self._chain()
+        # Written through a parent, the row is still in its own class's table and that table's indexes.
+        chain = self._owner(sys_id)._chain()
         changed = values.keys()
         for table in chain:
             table._unindex(row, changed)
@@ -288,15 +292,19 @@ class Table:
         for table in chain:
             table._index(row, changed)
 
+    def _owner(self, sys_id: str) -> Table:
+        """The table of the row's own class (this one, or the child of a child… that holds it)."""
+        owner = self
+        while (deeper := next((c for c in owner.children if sys_id in c.rows), None)) is not None:
+            owner = deeper
+        return owner
+
     def delete(self, sys_id: str) -> bool:
         """Delete a row from its own class's table and every ancestor (deleting through a parent deletes it)."""
         row = self.rows.get(sys_id)
         if row is None:
             return False
-        owner = self
-        while (deeper := next((c for c in owner.children if sys_id in c.rows), None)) is not None:
-            owner = deeper
-        for table in owner._chain():
+        for table in self._owner(sys_id)._chain():
             table._unindex(row)
             table.rows.pop(sys_id, None)
             table._inserted.pop(sys_id, None)
