@@ -3,6 +3,8 @@ same work, moves only with committed work, and leaves everything alone when Serv
 
 from __future__ import annotations
 
+import uuid
+
 import dagster as dg
 
 from d365_snow_assets.defs.automation.snow_invoices import snow_approved_invoices
@@ -43,3 +45,18 @@ def test_requests_follow_committed_work(connector: Connector, monkeypatch) -> No
     refused = _evaluate()
     assert isinstance(refused, dg.SkipReason)
     assert "ServiceNow could not be read" in (refused.skip_message or "")
+
+
+def test_a_legal_entity_whose_round_trip_is_still_going_gets_no_second_run(connector: Connector) -> None:
+    """Its run moves the waiting key (invoices in progress, a new cursor): a run requested meanwhile would queue
+    behind it and take up its retry-list invoices again minutes later."""
+    outbound.sync_without_invoices(connector)
+    waiting = _waiting_les(connector)
+    assert len(waiting) >= 2
+    going = sorted(waiting)[0]
+    with dg.instance_for_test() as instance:
+        instance.add_run(dg.DagsterRun(job_name="invoice_round_trip", run_id=str(uuid.uuid4()),
+                                       status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": going}))
+        result = snow_approved_invoices(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SensorResult)
+    assert {r.partition_key for r in result.run_requests} == waiting - {going}

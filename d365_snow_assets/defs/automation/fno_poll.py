@@ -11,16 +11,9 @@ import dagster as dg
 from ...settings import SettingsError, load_settings
 from ..jobs import sync_legal_entity, sync_reference_data
 from ..partitions import LEGAL_ENTITY
+from .active import active_partitions
 
 POLL_INTERVAL_S = 30 * 60  # master data changes slowly; F&O's service protection favours few, large reads
-_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-           dg.DagsterRunStatus.STARTED]
-
-
-def _running(instance: dg.DagsterInstance, job_name: str) -> set[str | None]:
-    """Partitions (None = unpartitioned) of ``job_name`` that have a run queued or in progress."""
-    records = instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=_ACTIVE))
-    return {record.dagster_run.tags.get("dagster/partition") for record in records}
 
 
 @dg.sensor(
@@ -44,10 +37,10 @@ def fno_poll(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipRe
     window = int(time.time() // POLL_INTERVAL_S)
     known = set(context.instance.get_dynamic_partitions(LEGAL_ENTITY.name or "legal_entity"))
     requests = []
-    if None not in _running(context.instance, sync_reference_data.name):
+    if None not in active_partitions(context.instance, sync_reference_data.name):
         requests.append(dg.RunRequest(run_key=f"reference_data:{window}", job_name=sync_reference_data.name,
                                       tags=tags))
-    busy = _running(context.instance, sync_legal_entity.name)
+    busy = active_partitions(context.instance, sync_legal_entity.name)
     requests += [dg.RunRequest(run_key=f"{le}:{window}", job_name=sync_legal_entity.name, partition_key=le,
                                tags=tags) for le in legal_entities if le not in busy]
     new = [le for le in legal_entities if le not in known]

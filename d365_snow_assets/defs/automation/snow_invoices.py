@@ -23,6 +23,7 @@ from ...settings import SettingsError, load_settings
 from ...sync.targets import load_mappings
 from ...warehouse import Warehouse
 from ..jobs import invoice_round_trip
+from .active import active_partitions
 
 # A run key names the waiting invoices (the first of each kind) and the hour: the same invoices never launch twice
 # within an hour, a run that failed is tried again in the next hour rather than never (Dagster launches each run key
@@ -37,7 +38,7 @@ RETRY_WINDOW_S = 60 * 60
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Every 2 minutes: for each legal entity with invoices waiting for F&O (approved in ServiceNow and "
                 "not polled yet, left in progress by a run that stopped, or on the retry list), run the invoice "
-                "round trip.",
+                "round trip. Skips a legal entity whose round trip is still going.",
 )
 def snow_approved_invoices(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     try:
@@ -47,12 +48,15 @@ def snow_approved_invoices(context: dg.SensorEvaluationContext) -> dg.SensorResu
     warehouse = Warehouse(StatePaths(settings.home).ensure().warehouse)
     window = int(time.time() // RETRY_WINDOW_S)
     requests = []
+    # A legal entity whose round trip is queued or running is left to it: its key moves as that run marks invoices
+    # in progress and moves the cursor, and a run stacked behind it would retry the same invoices minutes later.
+    busy = active_partitions(context.instance, invoice_round_trip.name)
     try:
         with ServiceNowClient(settings) as client:
             schema = load_schema(client, warehouse)
             source = ServiceNowOutbound(client, resolve_outbound(schema, load_mappings(schema=schema)),
                                         settings.erp_source)
-            for le in settings.legal_entities:
+            for le in (le for le in settings.legal_entities if le not in busy):
                 waiting = waiting_invoice(source, warehouse, le)
                 if waiting:
                     requests.append(dg.RunRequest(run_key=f"invoices:{le}:{waiting}:{window}", partition_key=le,
@@ -61,5 +65,6 @@ def snow_approved_invoices(context: dg.SensorEvaluationContext) -> dg.SensorResu
         # Nothing was requested and nothing moved: the next tick asks again.
         return dg.SkipReason(f"ServiceNow could not be read: {exc}")
     if not requests:
-        return dg.SkipReason("no approved invoices waiting")
+        going = f"; the round trip of {', '.join(sorted(str(le) for le in busy))} is still going" if busy else ""
+        return dg.SkipReason(f"no approved invoices waiting{going}")
     return dg.SensorResult(run_requests=requests)
