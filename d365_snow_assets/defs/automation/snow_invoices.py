@@ -3,9 +3,8 @@
 The sensor keeps no position of its own. It asks what the next run would take up (``invoices/run.py``
 ``waiting_invoice``): the first invoice on the retry list, the first left ``in_progress`` by a run that stopped,
 and the first ``new`` invoice after the keyset cursor that the posting run commits together with its work
-(DESIGN §6). That
-cursor never moves past an invoice whose outcome is not final, so a failed run leaves its invoices waiting and
-the same invoices are requested again.
+(DESIGN §6). That cursor never moves past an invoice whose outcome is not final, so a failed run leaves its
+invoices waiting and the same invoices are requested again.
 """
 
 import time
@@ -65,6 +64,6 @@ def snow_approved_invoices(context: dg.SensorEvaluationContext) -> dg.SensorResu
         # Nothing was requested and nothing moved: the next tick asks again.
         return dg.SkipReason(f"ServiceNow could not be read: {exc}")
     if not requests:
-        going = f"; the round trip of {', '.join(sorted(str(le) for le in busy))} is still going" if busy else ""
+        going = f"; the round trip of {', '.join(sorted(map(str, busy)))} is still going" if busy else ""
         return dg.SkipReason(f"no approved invoices waiting{going}")
     return dg.SensorResult(run_requests=requests)

@@ -220,8 +220,10 @@ def candidate_rows(table: Table, query: EncodedQuery,
     the connector, the demo's bottleneck."""
     if len(query.groups) == 1:
         for clause in query.groups[0]:
+            if len(clause) != 1:  # an ^OR clause does not pin its column
+                continue
             cond = clause[0]
-            if (len(clause) != 1 or cond.op not in ("=", "IN") or not table.has_field(cond.field)
+            if (cond.op not in ("=", "IN") or not table.has_field(cond.field)
                     or table.field_type(cond.field) in NUMERIC_TYPES):
                 continue
             try:

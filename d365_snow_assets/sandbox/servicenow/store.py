@@ -207,13 +207,16 @@ class Table:
              folds: tuple[bool, ...] | None = None) -> list[dict[str, str]]:
         """Rows whose ``columns`` equal ``key`` in insertion order; a True in ``folds`` compares that column
         without regard to case."""
-        folds = folds or (False,) * len(columns)
-        return self._in_order(self._bucket_index(columns, folds).get(_norm(key, folds), []))
+        return self._in_order(self._ids(columns, key, folds))
 
     def find_any(self, column: str, values: Iterable[str]) -> list[dict[str, str]]:
         """Rows whose ``column`` equals one of ``values`` (case-sensitive), in insertion order."""
         index = self._bucket_index((column,), (False,))
         return self._in_order({sys_id for value in set(values) for sys_id in index.get((value,), [])})
+
+    def _ids(self, columns: tuple[str, ...], key: tuple[str, ...], folds: tuple[bool, ...] | None) -> list[str]:
+        folds = folds or (False,) * len(columns)
+        return self._bucket_index(columns, folds).get(_norm(key, folds), [])
 
     def _in_order(self, ids: Collection[str]) -> list[dict[str, str]]:
         if len(ids) > 1:
@@ -223,11 +226,9 @@ class Table:
     def lookup(self, columns: tuple[str, ...], key: tuple[str, ...],
                folds: tuple[bool, ...] | None = None) -> dict[str, str] | None:
         """The first matching row (coalesce: "only the first matching record is updated")."""
-        folds = folds or (False,) * len(columns)
-        ids = self._bucket_index(columns, folds).get(_norm(key, folds))
-        if not ids:
-            return None
-        return self.rows[ids[0] if len(ids) == 1 else min(ids, key=self._inserted.__getitem__)]
+        ids = self._ids(columns, key, folds)
+        # min, not _in_order: one row is wanted, and sorting the whole bucket for it is wasted on every transform
+        return self.rows[min(ids, key=self._inserted.__getitem__)] if ids else None
 
     def _unindex(self, row: dict[str, str], columns: AbstractSet[str] | None = None) -> None:
         """Take ``row`` out of the indexes (only those on ``columns``, when given)."""
