@@ -37,6 +37,8 @@ log = get_logger(__name__)
 SYSTEM = "ServiceNow"
 CANCELLED = b"maximum execution time exceeded"
 KEYSET_FIELDS = ("sys_updated_on", "sys_id")
+# Import set row element names come from practitioner code and its state values (pending, inserted, …) are inferred:
+# neither is documented (reference/servicenow-s2p-schema.md, Import Set Row).
 IMPORT_ROW_FIELDS = ("sys_id", "sys_import_set", "sys_import_row", "sys_import_state", "sys_import_state_comment",
                      "sys_target_sys_id", "sys_target_table")
 TOKEN_SKEW_S = 60.0  # refresh a little before the stated expiry: clocks and in-flight requests
